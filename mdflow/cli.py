@@ -1,0 +1,98 @@
+"""The ``mdflow`` command line: ``mdflow --version``, ``mdflow doctor``, ``mdflow demo``.
+
+This module is the only place in mdflow that writes to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import uuid
+from typing import Sequence
+
+from . import __version__
+from .errors import MdflowError
+
+__all__ = ["main"]
+
+
+def _check_graphviz() -> tuple[bool, str]:
+    import graphviz
+
+    try:
+        graphviz.Digraph().pipe(format="svg")
+    except graphviz.ExecutableNotFound:
+        return False, "the Graphviz 'dot' program is not installed (apt-get install graphviz)"
+    except Exception as exc:  # noqa: BLE001 - any failure means "cannot render"; say why
+        return False, f"rendering failed: {exc}"
+    return True, "ok"
+
+
+def doctor(redis_url: str | None = None, out=sys.stdout) -> int:
+    """Print where Redis is and what it supports; return a process exit code."""
+    from .connection import ensure_available
+    from .urls import mask_url
+    from .urls import redis_url as resolve
+
+    ok = True
+    url = resolve(redis_url)
+    print(f"mdflow {__version__}", file=out)
+    print(f"redis url:        {mask_url(url)}", file=out)
+    try:
+        database = ensure_available(url, deadline=5.0)
+    except MdflowError as exc:
+        print(f"redis:            UNAVAILABLE - {exc}", file=out)
+        return 1
+    info = database.info("server")
+    server_version = info.get("redis_version", "?")
+    print(f"redis server:     {server_version} ({info.get('redis_mode', 'standalone')})", file=out)
+    key = f"mdflow:doctor:{uuid.uuid4().hex}"
+    try:
+        database.xadd(key, {"probe": "1"})
+        print("streams:          supported", file=out)
+        database.xgroup_create(key, "doctor", id="0")
+        database.xreadgroup("doctor", "doctor", {key: ">"}, count=1)
+        print("consumer groups:  supported", file=out)
+    except Exception as exc:  # noqa: BLE001 - the doctor reports every failure
+        ok = False
+        print(f"streams/groups:   NOT SUPPORTED - {exc} (mdflow needs Redis >= 5)", file=out)
+    finally:
+        database.delete(key)
+    rendering, why = _check_graphviz()
+    print(f"graphviz render:  {'ok' if rendering else 'unavailable - ' + why}", file=out)
+    return 0 if ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mdflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command")
+    doc = sub.add_parser("doctor", help="check the Redis connection and graphviz")
+    doc.add_argument("--redis-url", default=None,
+                     help="Redis URL (default: MDFLOW_REDIS_URL, REDIS_URL, else embedded)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mdflow`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "doctor":
+            return doctor(args.redis_url)
+    except MdflowError as exc:
+        print(f"mdflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
