@@ -72,7 +72,45 @@ def _parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check the Redis connection and graphviz")
     doc.add_argument("--redis-url", default=None,
                      help="Redis URL (default: MDFLOW_REDIS_URL, REDIS_URL, else embedded)")
+    demo = sub.add_parser("demo", help="run the self-contained market-data demo pipeline")
+    demo.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
+    demo.add_argument("--redis-url", default=None,
+                      help="Redis URL (default: MDFLOW_REDIS_URL, REDIS_URL, else embedded)")
+    demo.add_argument("--picture", default="mdflow-demo.png",
+                      help="where to write the topology picture ('' to skip)")
     return parser
+
+
+def demo(seconds: float, redis_url: str | None, picture: str | None, out=sys.stdout) -> int:
+    """Run the demo, printing live progress and a summary."""
+    import json
+
+    from .demo import run_demo
+    from .urls import mask_url
+    from .urls import redis_url as resolve
+
+    if seconds <= 0:
+        print("mdflow demo: --seconds must be positive", file=sys.stderr)
+        return 2
+    url = resolve(redis_url)
+    print(f"mdflow demo on {mask_url(url)} for {seconds:g}s: quote tables + ticks -> Redis "
+          "streams -> from_redis -> map/filter/sliding_window/rate_limit -> sink + to_redis",
+          file=out)
+    summary = run_demo(seconds, url, report=lambda line: print(line, file=out, flush=True),
+                       picture=picture or None)
+    print("\nsummary", file=out)
+    for key in ("produced", "processed", "acked", "dead_lettered", "throughput_per_s", "lag",
+                "latency_p50_ms", "latency_p99_ms", "vwap_entries_written", "picture"):
+        print(f"  {key:22s} {summary[key]}", file=out)
+    movers = summary["top_movers"]
+    if movers:
+        print("  top movers (last quote table):", file=out)
+        for code, row in movers.items():
+            print(f"    {code} {row['name']:8s} now={row['now']:9.3f} p_change={row['p_change']:+.5f}",
+                  file=out)
+    print(json.dumps({"demo": summary}, default=str), file=out)
+    ok = summary["acked"] > 0 and summary["acked"] >= summary["produced"] - summary["lag"]
+    return 0 if ok and summary["dead_lettered"] == 0 else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "doctor":
             return doctor(args.redis_url)
+        if args.command == "demo":
+            return demo(args.seconds, args.redis_url, args.picture)
     except MdflowError as exc:
         print(f"mdflow {args.command}: {exc}", file=sys.stderr)
         return 1
