@@ -25,6 +25,7 @@ import numpy as np
 import redis
 import redis.asyncio
 from streamz import Stream
+from tornado.ioloop import IOLoop
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -136,7 +137,7 @@ async def raw_producer(url: str, topic: str, total: int) -> float:
 async def mdflow_producer(url: str, topic: str, total: int) -> float:
     conn = redis.asyncio.Redis.from_url(url)
     await conn.delete(topic)
-    source = Stream.from_iterable((tick(n) for n in range(total)), asynchronous=True)
+    source = Stream.from_iterable((tick(n) for n in range(total)), loop=IOLoop.current())
     writer = source.to_redis(topic, redis_url=url)
     began = time.perf_counter()
     source.start()

@@ -10,9 +10,11 @@ Importing mdflow registers its nodes on :class:`streamz.Stream`.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+import importlib.metadata as _metadata
 
+from . import codecs
 from .connection import Backoff, client, db
+from .engine import engine
 from .errors import (
     ConfigError,
     DecodeError,
@@ -21,11 +23,14 @@ from .errors import (
     RedisUnavailable,
     ValidationError,
 )
+from .outlet import from_redis
+from .record import Record
 from .urls import mask_url, redis_url
+from .writers import to_redis
 
 try:
-    __version__ = _version("mdflow")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("mdflow")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
@@ -34,11 +39,16 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "MdflowError",
+    "Record",
     "RedisUnavailable",
     "ValidationError",
     "__version__",
     "client",
+    "codecs",
     "db",
+    "engine",
+    "from_redis",
     "mask_url",
     "redis_url",
+    "to_redis",
 ]

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable
 
 from streamz import Stream
+from tornado.ioloop import IOLoop
 from streamz.sources import Source
 
 from .connection import CONNECTION_ERRORS, Backoff
@@ -133,6 +134,10 @@ class SupervisedSource(Source):
         self._waiting_on_graph = False
         self._interrupted = False
         self._backoff = Backoff(self._backoff_base, self._backoff_cap)
+        if kwargs.get("asynchronous") and kwargs.get("loop") is None:
+            # streamz would start a background-thread loop for any source; with
+            # asynchronous=True the caller means "run on the loop I am running".
+            kwargs["loop"] = IOLoop.current()
         super().__init__(start=start, **kwargs)
 
     # --- lifecycle -------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class QuoteBook:
         self.codes = pd.Index([f"{600000 + i:06d}" for i in range(n)], name="code")
         self.names = [f"SYM{i:03d}" for i in range(n)]
         self.prices = self._rng.uniform(5, 200, n)
+        self.opens = self.prices.copy()
 
     def table(self) -> pd.DataFrame:
         """The whole quote table, like the seed notebook's ``quotation.all``."""
@@ -45,6 +46,7 @@ class QuoteBook:
             "now": self.prices.round(3),
             "buy": (self.prices - spread).round(3),
             "sell": (self.prices + spread).round(3),
+            "open": self.opens.round(3),
             "ask1_volume": self._rng.integers(0, 5000, len(self.prices)),
             "time": pd.Timestamp.now(tz="Asia/Shanghai"),
         }, index=self.codes)
@@ -57,9 +59,9 @@ class QuoteBook:
 
 
 def top_movers(df: pd.DataFrame, n: int = 5) -> pd.DataFrame:
-    """The ``n`` symbols whose bid is furthest above/below the last price."""
+    """The ``n`` liquid symbols that rose most since the open."""
     df = df[(df["now"] > 0) & (df["ask1_volume"] > 100)]
-    change = (df["buy"] - df["now"]) / df["now"]
+    change = (df["now"] - df["open"]) / df["open"]
     return df.assign(p_change=change).nlargest(n, "p_change")[["name", "now", "p_change"]]
 
 
@@ -122,6 +124,7 @@ async def _demo(seconds: float, url: str, report: Callable[[str], None],
         "produced": ticks.status()["written"] + quotes.status()["written"],
         "processed": t["emitted"] + q["emitted"],
         "acked": t["acked"] + q["acked"],
+        "in_windows_at_exit": t["inflight"] + q["inflight"],
         "dead_lettered": t["dead_lettered"] + q["dead_lettered"],
         "throughput_per_s": round((t["acked"] + q["acked"]) / elapsed, 1),
         "lag": (t["lag"] or 0) + (q["lag"] or 0),

@@ -173,9 +173,10 @@ class from_redis(SupervisedSource):
         conn = client(self._url)
         for topic in self.topics:
             await self._create_group(conn, topic, self.start_id)
-        if self._status.state == "starting":
-            self._history_done.clear()
-            self._history_from = dict.fromkeys(self.topics, "0")
+        # At start, and after a reconnect (a read whose reply was lost with the connection
+        # left entries in our pending list that we never saw), replay our own pending entries.
+        self._history_done.clear()
+        self._history_from = dict.fromkeys(self.topics, "0")
 
     async def _create_group(self, conn, topic: str, start_id: str) -> None:
         try:
@@ -244,7 +245,7 @@ class from_redis(SupervisedSource):
         entries = []
         for topic_b, items in reply or []:
             topic = topic_b.decode()
-            fresh = [(i.decode(), f) for i, f in items if (topic, i.decode()) not in self._inflight]
+            fresh = [(i.decode(), f) for i, f in items if not self._known(topic, i.decode())]
             if not items:
                 self._history_done.add(topic)
                 continue
@@ -258,6 +259,10 @@ class from_redis(SupervisedSource):
             logger.info("%s: replaying %d pending entr%s from an earlier run", node_name(self),
                         len(entries), "y" if len(entries) == 1 else "ies")
         await self._process(entries)
+
+    def _known(self, topic: str, entry_id: str) -> bool:
+        """Is this entry already inside the graph or waiting for a retry?"""
+        return (topic, entry_id) in self._inflight or (topic, entry_id) in self._retry
 
     async def _read_new(self) -> None:
         conn = client(self._url)
@@ -285,7 +290,7 @@ class from_redis(SupervisedSource):
             reply = await conn.xautoclaim(topic, self.group, self.consumer, min_idle,
                                           start_id="0-0", count=self._room())
             items = [(i.decode(), f) for i, f in reply[1] if f is not None]
-            items = [(i, f) for i, f in items if (topic, i) not in self._inflight]
+            items = [(i, f) for i, f in items if not self._known(topic, i)]
             if not items:
                 continue
             self._status.incr("claimed", len(items))

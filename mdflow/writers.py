@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any, Callable, Sequence
 
 from streamz import Stream
 from streamz.sinks import Sink
 
-from .base import NodeStatus, emit_and_wait, node_name, report_failure
+from .base import NodeStatus, node_name, report_failure
 from .batching import Batcher
 from .codecs import check_codec, encode_entry
 from .connection import client
@@ -134,25 +135,48 @@ class to_redis(Sink):
         topic = self.topic(x) if callable(self.topic) else self.topic
         fields = encode_entry(x, self.codec)  # EncodeError surfaces to the upstream source
         self._retain_refs(metadata)  # held until Redis confirmed the XADD: no early ack
-        future = asyncio.ensure_future(self._write(topic, fields, metadata))
+        future = self._writer.add(topic, fields, self.maxlen, self.approximate)
+        future.add_done_callback(partial(self._written, topic, metadata))
         self._outstanding += 1
         # Writes issued in one loop turn share a round trip, so the upstream only waits when
         # too many are outstanding: bounded memory (backpressure) without one trip per element.
         return future if self._outstanding > MAX_OUTSTANDING_WRITES else None
 
-    async def _write(self, topic: str, fields: dict, metadata: list[dict] | None) -> None:
-        try:
-            entry_id = await self._writer.add(topic, fields, self.maxlen, self.approximate)
-            self._status.incr("written")
-            if self.downstreams:
-                await emit_and_wait(self, entry_id, metadata)
-        except Exception as exc:  # noqa: BLE001 - reported to the source, which will not ack
-            self._status.error(exc)
-            logger.error("%s: writing to %r failed: %s", node_name(self), topic, exc)
-            report_failure(metadata, exc)
-        finally:
-            self._outstanding -= 1
+    def _written(self, topic: str, metadata: list[dict] | None, future: asyncio.Future) -> None:
+        """The XADD finished: count it, emit the id downstream, then let go of the element."""
+        self._outstanding -= 1
+        error = asyncio.CancelledError("to_redis was closed") if future.cancelled() else future.exception()
+        if error is not None:
+            self._failed(topic, metadata, error)
+            return
+        self._status.incr("written")
+        if not self.downstreams:
             self._release_refs(metadata)
+            return
+        try:
+            futures = self._emit(future.result(), metadata=metadata)
+        except Exception as exc:  # noqa: BLE001 - downstream of to_redis raised
+            self._failed(topic, metadata, exc)
+            return
+        if not futures:
+            self._release_refs(metadata)
+            return
+        waiting = asyncio.gather(*futures, return_exceptions=True)
+        waiting.add_done_callback(partial(self._downstream_done, topic, metadata))
+
+    def _downstream_done(self, topic: str, metadata: list[dict] | None, waiting) -> None:
+        errors = [r for r in waiting.result() if isinstance(r, BaseException)]
+        if errors:
+            self._failed(topic, metadata, errors[0])
+        else:
+            self._release_refs(metadata)
+
+    def _failed(self, topic: str, metadata: list[dict] | None, error: BaseException) -> None:
+        # Tell the source first (it will not ack), then release: an ack can never win the race.
+        self._status.error(error)
+        logger.error("%s: writing to %r failed: %s", node_name(self), topic, error)
+        report_failure(metadata, error)
+        self._release_refs(metadata)
 
     def status(self) -> dict[str, Any]:
         """State, ``written``/``errors``/``reconnects`` counts and the last error."""
