@@ -138,44 +138,46 @@ def _unavailable(url: str, deadline: float, error: BaseException | None) -> Redi
     return RedisUnavailable(msg)
 
 
+class _Deadline:
+    """Backoff delays until a deadline; then :class:`RedisUnavailable`."""
+
+    def __init__(self, url: str, deadline: float):
+        self.url, self.deadline = url, deadline
+        self._end = time.monotonic() + deadline
+        self._backoff = Backoff(base=0.05, cap=1.0)
+
+    def delay_after(self, error: BaseException) -> float:
+        if isinstance(error, redis.AuthenticationError):
+            raise _unavailable(self.url, self.deadline, error) from error
+        delay = self._backoff.next_delay()
+        if time.monotonic() + delay > self._end:
+            raise _unavailable(self.url, self.deadline, error) from error
+        logger.debug("Redis at %s not ready (%s); retrying in %.2fs", mask_url(self.url),
+                     mask_text(str(error)), delay)
+        return delay
+
+
 async def wait_available(url: str | None = None, deadline: float = 10.0) -> redis.asyncio.Redis:
     """PING until Redis answers; raise :class:`RedisUnavailable` after ``deadline`` seconds."""
     resolved = redis_url(url)
     conn = client(resolved)
-    backoff = Backoff(base=0.05, cap=1.0)
-    end = time.monotonic() + deadline
-    last: BaseException | None = None
+    retry = _Deadline(resolved, deadline)
     while True:
         try:
             await conn.ping()
             return conn
-        except redis.AuthenticationError as exc:
-            raise _unavailable(resolved, deadline, exc) from exc
-        except CONNECTION_ERRORS as exc:
-            last = exc
-        delay = backoff.next_delay()
-        if time.monotonic() + delay > end:
-            raise _unavailable(resolved, deadline, last) from last
-        logger.debug("Redis at %s not ready (%s); retrying in %.2fs", mask_url(resolved), last, delay)
-        await asyncio.sleep(delay)
+        except CONNECTION_ERRORS + (redis.AuthenticationError,) as exc:
+            await asyncio.sleep(retry.delay_after(exc))
 
 
 def ensure_available(url: str | None = None, deadline: float = 10.0) -> walrus.Database:
     """Synchronous twin of :func:`wait_available`; returns a walrus ``Database``."""
     resolved = redis_url(url)
     database = db(resolved)
-    backoff = Backoff(base=0.05, cap=1.0)
-    end = time.monotonic() + deadline
-    last: BaseException | None = None
+    retry = _Deadline(resolved, deadline)
     while True:
         try:
             database.ping()
             return database
-        except redis.AuthenticationError as exc:
-            raise _unavailable(resolved, deadline, exc) from exc
-        except CONNECTION_ERRORS as exc:
-            last = exc
-        delay = backoff.next_delay()
-        if time.monotonic() + delay > end:
-            raise _unavailable(resolved, deadline, last) from last
-        time.sleep(delay)
+        except CONNECTION_ERRORS + (redis.AuthenticationError,) as exc:
+            time.sleep(retry.delay_after(exc))
