@@ -43,6 +43,19 @@ _METRICS_EVERY = 1.0
 _STALL_WARNING = 10.0
 
 
+class _Ref(RefCounter):
+    """A RefCounter that runs its callback at once instead of on the next loop turn.
+
+    The callback only queues the ack (the XACK itself is batched), so running it
+    synchronously is safe and saves one loop hop per entry.
+    """
+
+    def release(self, n: int = 1) -> None:
+        self.count -= n
+        if self.count <= 0 and self.cb is not None:
+            self.cb()
+
+
 def default_consumer_name() -> str:
     """``host:program`` — stable across restarts, so a restarted process replays its backlog."""
     program = os.path.splitext(os.path.basename(sys.argv[0] or "python"))[0] or "python"
@@ -359,7 +372,7 @@ class from_redis(SupervisedSource):
         self._inflight[key] = entry
         # The source's own reference is held until the graph's async work on the element is
         # done, because streamz 0.6.6's async sinks and rate_limit hold none while they work.
-        ref = RefCounter(initial=1, cb=partial(self._finished, key), loop=self.loop)
+        ref = _Ref(initial=1, cb=partial(self._finished, key), loop=self.loop)
         fail = partial(self._fail, entry)
 
         def finished(error: BaseException | None) -> None:
