@@ -135,16 +135,25 @@ async def _demo(seconds: float, url: str, report: Callable[[str], None],
         "picture": None,
     }
     if picture:
-        summary["picture"] = _draw(quote_outlet, tick_outlet, picture)
+        summary["picture"] = _draw([quotes, ticks, quote_outlet, tick_outlet], picture)
     return summary
 
 
-def _draw(a: Stream, b: Stream, filename: str) -> str | None:
-    """Write the topology picture; None (with the reason) when graphviz cannot render."""
+def _draw(outlets: list[Stream], filename: str) -> str | None:
+    """Write one picture of every graph; a note instead when Graphviz cannot render."""
     try:
-        from streamz.graph import visualize
+        import networkx as nx
+        from streamz.graph import create_graph, readable_graph, to_graphviz
 
-        visualize(a, filename=filename)
+        graph = nx.DiGraph()
+        for outlet in outlets:
+            create_graph(outlet, graph)
+        stem, _, fmt = filename.rpartition(".")
+        if not stem:
+            stem, fmt = filename, "png"
+        data = to_graphviz(readable_graph(graph)).pipe(format=fmt)
+        with open(filename, "wb") as out:
+            out.write(data)
         return filename
     except Exception as exc:  # noqa: BLE001 - the picture is optional: say why it is missing
         return f"not written ({type(exc).__name__}: {exc})"
