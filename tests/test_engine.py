@@ -75,18 +75,26 @@ def test_async_function_is_awaited(redis_url, rdb, prefix):
     assert mdflow.codecs.decode_entry(rdb.xrange(topic)[0][1]) == {"ok": True}
 
 
-def test_slow_func_skips_ticks_without_asyncflag(redis_url, prefix):
-    active, peak = [0], [0]
-    lock = threading.Lock()
+class SlowFunc:
+    """A blocking func that records how many of its calls overlap."""
 
-    def slow():
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.1)
-        with lock:
-            active[0] -= 1
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.active = self.peak = 0
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.active -= 1
         return {"x": 1}
+
+
+def test_slow_func_skips_ticks_without_asyncflag(redis_url, prefix):
+    slow = SlowFunc(0.1)
 
     async def body():
         source = pump(redis_url, prefix + "s", slow, push_interval=0.01)
@@ -96,22 +104,12 @@ def test_slow_func_skips_ticks_without_asyncflag(redis_url, prefix):
         return source.status()
 
     status = run(body)
-    assert peak[0] == 1, "without asyncflag the next call waits for the previous one"
+    assert slow.peak == 1, "without asyncflag the next call waits for the previous one"
     assert status["skipped_ticks"] > 0
 
 
 def test_asyncflag_overlaps_up_to_threadcount(redis_url, prefix):
-    active, peak = [0], [0]
-    lock = threading.Lock()
-
-    def slow():
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.2)
-        with lock:
-            active[0] -= 1
-        return {"x": 1}
+    slow = SlowFunc(0.2)
 
     async def body():
         source = pump(redis_url, prefix + "s", slow, push_interval=0.01, asyncflag=True,
@@ -122,7 +120,7 @@ def test_asyncflag_overlaps_up_to_threadcount(redis_url, prefix):
         return source.status()
 
     status = run(body)
-    assert peak[0] == 3
+    assert slow.peak == 3
     assert status["skipped_ticks"] > 0
 
 
