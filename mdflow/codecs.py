@@ -99,6 +99,7 @@ EXT_PD_PERIOD = 14
 EXT_PD_INDEX = 15
 EXT_PD_SERIES = 16
 EXT_PD_DATAFRAME = 17
+EXT_RECORD = 18      # [tag, state]: a registered mdflow data type (MarketDataPoint, OHLCV)
 
 _SUPPORTED = ("None, bool, int, float, str, bytes, list, tuple, dict, datetime/date/time/"
               "timedelta, Decimal, numpy scalars and arrays, pandas Timestamp/Timedelta/"
@@ -321,8 +322,26 @@ def _load_frames():
     return _frames
 
 
+def _enc_record(obj: Any) -> msgpack.ExtType:
+    return msgpack.ExtType(EXT_RECORD, _pack([obj.__mdflow_type__, obj.__mdflow_encode__()]))
+
+
+def _dec_record(data: bytes) -> object:
+    from .marketdata import WIRE_TYPES  # only registered classes are ever built
+
+    item = _unpack(data)
+    if type(item) is not list or len(item) != 2 or item[0] not in WIRE_TYPES:
+        raise _Invalid(f"bad or unknown mdflow record {describe(item)}; known: {sorted(WIRE_TYPES)}")
+    try:
+        return WIRE_TYPES[item[0]].__mdflow_decode__(item[1])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _Invalid(f"invalid {item[0]} record: {exc}") from exc
+
+
 def _find_encoder(cls: type, obj: object) -> Callable[[Any], Any]:
     encoder: Callable[[Any], Any] | None = None
+    if isinstance(getattr(cls, "__mdflow_type__", None), str):
+        encoder = _enc_record
     if cls.__module__.partition(".")[0] in ("numpy", "pandas"):
         frames = _load_frames()
         encoder = _ENCODERS.get(cls) or frames.find_encoder(cls)
@@ -416,6 +435,7 @@ _DECODERS: dict[int, Callable[[bytes], object]] = {
     EXT_TIME: _dec_time,
     EXT_TIMEDELTA: _dec_timedelta,
     EXT_TUPLE: _dec_tuple,
+    EXT_RECORD: _dec_record,
     **{code: _lazy_frames(code) for code in range(EXT_NP_SCALAR, EXT_PD_DATAFRAME + 1)},
 }
 

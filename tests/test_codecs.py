@@ -785,3 +785,33 @@ def test_mdflow_entries_through_redis(redis_url, prefix, codec):
             assert same(obj, decode_entry(fields, source=stream, entry_id=entry_id))
     finally:
         client.close()
+
+
+# --- registered mdflow record types (market data) ------------------------------------------------
+def _market_data():
+    import datetime as dt
+    from decimal import Decimal
+
+    from mdflow.marketdata import OHLCV, DataType, MarketDataPoint
+
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, 678900, tzinfo=dt.timezone.utc)
+    candle = OHLCV("BTC-USD", "1m", when, "100.5", "101", "99.25", "100", "12.5", trades_count=7)
+    point = MarketDataPoint("sim", "BTC-USD", when, DataType.TICKER,
+                            {"price": Decimal("100.5"), "candle": candle})
+    return candle, point
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_market_data_round_trips_exactly(index):
+    obj = _market_data()[index]
+    assert unpack(pack(obj)) == obj
+    assert decode_message(encode_message(obj)) == obj
+    assert decode_entry(encode_entry([obj, obj])) == [obj, obj]
+
+
+def test_unknown_record_tag_is_a_decode_error():
+    import msgpack as raw_msgpack
+
+    bogus = raw_msgpack.packb(raw_msgpack.ExtType(18, raw_msgpack.packb(["os.system", {}])))
+    with pytest.raises(DecodeError, match="unknown mdflow record"):
+        unpack(bogus)
