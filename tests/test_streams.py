@@ -342,3 +342,38 @@ def test_to_redis_argument_errors(redis_url):
         Stream().to_redis("", redis_url=redis_url)
     with pytest.raises(ConfigError, match="maxlen must be None"):
         Stream().to_redis("t", maxlen=0, redis_url=redis_url)
+
+
+def test_errors_inside_the_source_loop_are_survived(redis_url, rdb, prefix):
+    """A failing read (here: the key holds a string, WRONGTYPE) is logged and retried; the
+    source is not dead and resumes once the key is a stream again."""
+    topic = prefix + "s"
+
+    async def body():
+        source = outlet(redis_url, topic)
+        out = source.sink_to_list()
+        source.start()
+        await async_wait_for(lambda: source.status()["state"] == "running")
+        conn = mdflow.client(redis_url)
+        await conn.delete(topic)
+        await conn.set(topic, "not a stream")
+        await async_wait_for(lambda: source.status()["errors"] >= 2, timeout=10)
+        assert source.status()["state"] != "stopped"
+        await conn.delete(topic)
+        await conn.xgroup_create(topic, "g", id="0", mkstream=True)
+        await conn.xadd(topic, encode_entry("back"))
+        await async_wait_for(lambda: out == ["back"], timeout=15)
+        await stop_and_wait(source)
+        return source.status()
+
+    status = run(body)
+    assert "WRONGTYPE" in status["last_error"]
+
+
+def test_default_consumer_name_is_stable_per_host_and_program():
+    import socket
+    from mdflow.outlet import default_consumer_name
+
+    name = default_consumer_name()
+    assert name == default_consumer_name()
+    assert name.startswith(socket.gethostname() + ":")
