@@ -13,6 +13,16 @@ from __future__ import annotations
 import importlib.metadata as _metadata
 
 from . import codecs
+from .collectors import (
+    Collector,
+    CollectorManager,
+    CollectorState,
+    PollingCollector,
+    SimulatedExchange,
+    SimulatedExchangeCollector,
+    WebSocketCollector,
+    collector,
+)
 from .connection import Backoff, client, db
 from .engine import engine
 from .errors import (
@@ -23,6 +33,7 @@ from .errors import (
     RedisUnavailable,
     ValidationError,
 )
+from .marketdata import OHLCV, DataType, MarketDataPoint
 from .outlet import from_redis
 from .record import Record
 from .urls import mask_url, redis_url
@@ -34,6 +45,17 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Collector",
+    "CollectorManager",
+    "CollectorState",
+    "DataType",
+    "MarketDataPoint",
+    "OHLCV",
+    "PollingCollector",
+    "SimulatedExchange",
+    "SimulatedExchangeCollector",
+    "WebSocketCollector",
+    "collector",
     "Backoff",
     "ConfigError",
     "DecodeError",

@@ -9,8 +9,12 @@ so that code which validates arguments the usual way keeps working::
     ├── ValidationError (+ ValueError)  a data record breaks its own rules
     ├── DecodeError (+ ValueError)      bytes from Redis that cannot be decoded
     ├── EncodeError (+ TypeError)       an object the chosen codec cannot carry
-    └── RedisUnavailable (+ ConnectionError)
-                                        Redis could not be reached before the deadline
+    ├── RedisUnavailable (+ ConnectionError)
+    │                                   Redis could not be reached before the deadline
+    └── FeedError (+ ConnectionError)   a collector's outside feed failed
+        ├── DataSilence                 no data for max_silence seconds
+        └── FeedClosed                  the feed ended or dropped the connection
+                                        (these three live in mdflow.collectors.collector)
 
 Messages say what was wrong, what was received, and a hint.
 """

@@ -1,4 +1,7 @@
-"""The README's Python examples run as written (against the test server)."""
+"""The README's Python examples run as written (against the test server).
+
+Blocks fenced ```python are complete programs and run; ```py marks fragments.
+"""
 
 from __future__ import annotations
 
