@@ -27,7 +27,8 @@ from streamz.sources import Source
 from .connection import CONNECTION_ERRORS, Backoff
 from .urls import mask_text
 
-__all__ = ["NodeStatus", "SupervisedSource", "emit_and_wait", "node_name", "report_failure"]
+__all__ = ["NodeStatus", "SupervisedSource", "emit_and_wait", "node_name", "on_current_loop",
+           "report_failure"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,17 @@ async def emit_and_wait(node: Stream, x: Any, metadata: list[dict] | None = None
         error = _first_error(futures)
         if error is not None:
             raise error
+
+
+def on_current_loop(kwargs: dict) -> dict:
+    """Make ``asynchronous=True`` mean "run on the loop that is running" for a source.
+
+    streamz moves every source without an explicit ``loop=`` to its background
+    IOLoop thread, even with ``asynchronous=True``; mdflow sources honour it.
+    """
+    if kwargs.get("asynchronous") and kwargs.get("loop") is None:
+        kwargs["loop"] = IOLoop.current()
+    return kwargs
 
 
 def report_failure(metadata: list[dict] | None, exc: BaseException) -> None:
@@ -134,11 +146,7 @@ class SupervisedSource(Source):
         self._waiting_on_graph = False
         self._interrupted = False
         self._backoff = Backoff(self._backoff_base, self._backoff_cap)
-        if kwargs.get("asynchronous") and kwargs.get("loop") is None:
-            # streamz would start a background-thread loop for any source; with
-            # asynchronous=True the caller means "run on the loop I am running".
-            kwargs["loop"] = IOLoop.current()
-        super().__init__(start=start, **kwargs)
+        super().__init__(start=start, **on_current_loop(kwargs))
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:

@@ -93,14 +93,15 @@ def demo(seconds: float, redis_url: str | None, picture: str | None, out=sys.std
         print("mdflow demo: --seconds must be positive", file=sys.stderr)
         return 2
     url = resolve(redis_url)
-    print(f"mdflow demo on {mask_url(url)} for {seconds:g}s: quote tables + ticks -> Redis "
-          "streams -> from_redis -> map/filter/sliding_window/rate_limit -> sink + to_redis",
-          file=out)
+    print(f"mdflow demo on {mask_url(url)} for {seconds:g}s: quote tables + ticks + a collector "
+          "on a simulated exchange -> Redis streams -> from_redis -> map/filter/sliding_window/"
+          "rate_limit -> sink + to_redis", file=out)
     summary = run_demo(seconds, url, report=lambda line: print(line, file=out, flush=True),
                        picture=picture or None)
     print("\nsummary", file=out)
     for key in ("produced", "processed", "acked", "in_windows_at_exit", "dead_lettered", "throughput_per_s", "lag",
-                "latency_p50_ms", "latency_p99_ms", "vwap_entries_written", "picture"):
+                "latency_p50_ms", "latency_p99_ms", "vwap_entries_written", "candles_received",
+                "collector", "picture"):
         print(f"  {key:22s} {summary[key]}", file=out)
     movers = summary["top_movers"]
     if movers:

@@ -2,7 +2,8 @@
 
 Two pumps write into the reservoir: a quote table (a pandas DataFrame of a few
 hundred symbols, every half second) and a tick stream (a few hundred ticks a
-second). Two outlets drain them through ``map`` / ``filter`` /
+second); a collector brings tickers, trades and candles in from a simulated
+exchange over a real websocket. Three outlets drain them through ``map`` / ``filter`` /
 ``sliding_window`` / ``rate_limit`` into a sink and, with ``to_redis``, into a
 second stream. Nothing here prints: :func:`run_demo` reports through a
 callback and returns a summary dict, and the CLI renders both.
@@ -20,7 +21,9 @@ import numpy as np
 import pandas as pd
 from streamz import Stream
 
+from .collectors import SimulatedExchange
 from .connection import client, wait_available
+from .marketdata import OHLCV
 from .urls import mask_url, redis_url as resolve_url
 
 __all__ = ["QuoteBook", "run_demo"]
@@ -75,8 +78,10 @@ async def _demo(seconds: float, url: str, report: Callable[[str], None],
                 picture: str | None) -> dict[str, Any]:
     await wait_available(url)
     run_id = uuid.uuid4().hex[:8]
-    keys = {k: f"mdflow:demo:{run_id}:{k}" for k in ("quotes", "ticks", "vwap")}
+    keys = {k: f"mdflow:demo:{run_id}:{k}" for k in ("quotes", "ticks", "vwap", "market")}
     book = QuoteBook()
+    exchange = SimulatedExchange(["BTC-USDT", "ETH-USDT", "SOL-USDT"], interval=0.02)
+    await exchange.start()
 
     quotes = Stream.engine(keys["quotes"], book.table, push_interval=0.5, redis_url=url,
                            asynchronous=True)
@@ -94,8 +99,17 @@ async def _demo(seconds: float, url: str, report: Callable[[str], None],
     windows.sink(lambda v: latencies.append(time.time() - v["ts"]))
     windows.to_redis(keys["vwap"], maxlen=10_000, redis_url=url)
 
-    nodes = [quotes, ticks, quote_outlet, tick_outlet]
-    for node in (quote_outlet, tick_outlet, quotes, ticks):
+    # Collector branch: outside data (a websocket feed) -> supervised collector -> reservoir
+    feed = Stream.collector(exchange.collector(), heartbeat_interval=0.5, max_silence=5.0,
+                            backoff=(0.2, 2.0), asynchronous=True)
+    market_writer = feed.to_redis(keys["market"], maxlen=10_000, redis_url=url)
+    market_outlet = Stream.from_redis(keys["market"], group="demo", consumer="demo",
+                                      start_id="0", redis_url=url, asynchronous=True)
+    candles: list = []
+    market_outlet.filter(lambda p: isinstance(p, OHLCV)).sink(candles.append)
+
+    nodes = [quotes, ticks, quote_outlet, tick_outlet, market_outlet]
+    for node in (quote_outlet, tick_outlet, market_outlet, quotes, ticks, feed):
         node.start()
     started = time.monotonic()
     while (elapsed := time.monotonic() - started) < seconds:
@@ -103,31 +117,40 @@ async def _demo(seconds: float, url: str, report: Callable[[str], None],
         t = tick_outlet.status()
         report(f"[{time.monotonic() - started:5.1f}s] ticks written {ticks.status()['written']:6d}"
                f"  processed {t['emitted']:6d}  acked {t['acked']:6d}  lag {t['lag']}"
-               f"  | quote tables {quote_outlet.status()['acked']:3d}")
-    for node in (quotes, ticks):
+               f"  | quote tables {quote_outlet.status()['acked']:3d}"
+               f"  | collector {feed.status()['state']} market data {market_outlet.status()['acked']:5d}")
+    for node in (quotes, ticks, feed):
         node.stop()
     await asyncio.sleep(0.5)  # let the outlets drain what the pumps wrote last
-    for node in (quote_outlet, tick_outlet):
+    for node in (quote_outlet, tick_outlet, market_outlet):
         node.stop()
     while any(n.status()["state"] != "stopped" for n in nodes):
         await asyncio.sleep(0.05)
     elapsed = time.monotonic() - started
 
+    while feed.status()["state"] not in ("stopped", "failed"):
+        await asyncio.sleep(0.05)
+    await exchange.stop()
     conn = client(url)
     vwap_count = await conn.xlen(keys["vwap"])
     await conn.delete(*keys.values())
-    t, q = tick_outlet.status(), quote_outlet.status()
+    t, q, m = tick_outlet.status(), quote_outlet.status(), market_outlet.status()
+    f = feed.status()
     lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     summary = {
         "redis_url": mask_url(url),
         "seconds": round(elapsed, 2),
-        "produced": ticks.status()["written"] + quotes.status()["written"],
-        "processed": t["emitted"] + q["emitted"],
-        "acked": t["acked"] + q["acked"],
-        "in_windows_at_exit": t["inflight"] + q["inflight"],
-        "dead_lettered": t["dead_lettered"] + q["dead_lettered"],
-        "throughput_per_s": round((t["acked"] + q["acked"]) / elapsed, 1),
-        "lag": (t["lag"] or 0) + (q["lag"] or 0),
+        "produced": (ticks.status()["written"] + quotes.status()["written"]
+                     + market_writer.status()["written"]),
+        "processed": t["emitted"] + q["emitted"] + m["emitted"],
+        "acked": t["acked"] + q["acked"] + m["acked"],
+        "in_windows_at_exit": t["inflight"] + q["inflight"] + m["inflight"],
+        "dead_lettered": t["dead_lettered"] + q["dead_lettered"] + m["dead_lettered"],
+        "throughput_per_s": round((t["acked"] + q["acked"] + m["acked"]) / elapsed, 1),
+        "lag": (t["lag"] or 0) + (q["lag"] or 0) + (m["lag"] or 0),
+        "collector": {"status": f["status"], **{k: f["statistics"].get(k) for k in (
+            "messages_received", "messages_processed", "parse_errors", "restarts")}},
+        "candles_received": len(candles),
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 3),
         "latency_p99_ms": round(float(np.percentile(lat, 99)), 3),
         "vwap_entries_written": vwap_count,
@@ -135,7 +158,8 @@ async def _demo(seconds: float, url: str, report: Callable[[str], None],
         "picture": None,
     }
     if picture:
-        summary["picture"] = _draw([quotes, ticks, quote_outlet, tick_outlet], picture)
+        summary["picture"] = _draw([quotes, ticks, feed, quote_outlet, tick_outlet,
+                                    market_outlet], picture)
     return summary
 
 

@@ -21,6 +21,8 @@ def test_demo_runs_and_accounts_for_every_entry(redis_url, isolated_env, tmp_pat
     assert summary["dead_lettered"] == 0
     assert summary["latency_p99_ms"] > 0
     assert summary["vwap_entries_written"] > 0
+    assert summary["candles_received"] > 0                       # the collector branch
+    assert summary["collector"]["messages_processed"] > 0
     if picture.exists():                               # Graphviz installed
         assert summary["picture"] == str(picture)
     else:

@@ -27,7 +27,7 @@ from streamz import Stream
 from streamz.sources import Source
 from websockets.exceptions import WebSocketException
 
-from ..base import node_name
+from ..base import node_name, on_current_loop
 from ..connection import CONNECTION_ERRORS
 from ..errors import ConfigError, describe
 from ..urls import mask_text
@@ -164,7 +164,7 @@ class collector(Source):
         # monotonic times the silence clock starts from (session start, end of a slow emit)
         self._session_mono: float | None = None
         self._emit_done_mono: float | None = None
-        super().__init__(start=False, **kwargs)
+        super().__init__(start=False, **on_current_loop(kwargs))
         if start:
             self.start()
 
