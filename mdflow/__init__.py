@@ -35,7 +35,10 @@ from .errors import (
 )
 from .marketdata import OHLCV, DataType, MarketDataPoint
 from .outlet import from_redis
+from .publish import to_cache, to_pubsub
+from .pubsub import from_pubsub
 from .record import Record
+from .scanner import Analyzer, AnalyzerResult, Cache, scan, scanner
 from .urls import mask_url, redis_url
 from .writers import to_redis
 
@@ -45,6 +48,14 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Analyzer",
+    "AnalyzerResult",
+    "Cache",
+    "from_pubsub",
+    "scan",
+    "scanner",
+    "to_cache",
+    "to_pubsub",
     "Collector",
     "CollectorManager",
     "CollectorState",

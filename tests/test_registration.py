@@ -22,7 +22,8 @@ def declared() -> dict[str, list[importlib.metadata.EntryPoint]]:
 
 def test_every_registered_node_is_declared_as_an_entry_point():
     names = {ep.name for group in declared().values() for ep in group}
-    assert {"engine", "from_redis", "to_redis"} <= names
+    assert {"engine", "from_redis", "to_redis", "from_pubsub", "scanner", "to_pubsub", "to_cache",
+            "collector"} <= names
     for group, eps in declared().items():
         for ep in eps:
             node = ep.load()

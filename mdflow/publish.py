@@ -1,0 +1,323 @@
+"""Writing to Redis from a graph: ``to_pubsub`` publishes, ``to_cache`` stores.
+
+Writes (PUBLISH, SET, LPUSH + LTRIM + PEXPIRE) submitted within one loop turn
+go out in one pipelined round trip (:class:`RedisWriter`). Each node's
+``update`` returns a future that completes once Redis confirmed the write,
+so upstream sources wait for Redis (backpressure) and an upstream
+``from_redis`` acknowledges its entry only then.
+
+Examples
+--------
+>>> from streamz import Stream
+>>> alerts = Stream()
+>>> alerts.to_pubsub("alerts", codec="json")                            # doctest: +SKIP
+>>> alerts.to_cache(lambda a: f"alerts:{a['symbol']}", list_max=50, ttl=3600)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from streamz import Stream
+from streamz.sinks import Sink
+
+from .base import NodeStatus, emit_and_wait, node_name, report_failure
+from .batching import Batcher
+from .codecs import encode_message
+from .connection import client
+from .errors import ConfigError, describe
+from .pubsub import check_message_codec
+from .urls import mask_text
+from .urls import redis_url as resolve_url
+
+__all__ = ["RedisWriter", "Write", "check_list_max", "check_ttl", "to_cache", "to_pubsub"]
+
+logger = logging.getLogger(__name__)
+
+
+# --- argument checks -----------------------------------------------------------------------
+def check_name(value: Any, where: str, param: str, what: str) -> str | Callable[[Any], str]:
+    """A non-empty str, or a function of the element returning one."""
+    if callable(value):
+        return value
+    if not isinstance(value, str) or not value:
+        msg = (f"{where}: {param} must be a non-empty str naming a {what}, or a function of the "
+               f"element returning one; got {describe(value)}")
+        raise ConfigError(msg)
+    return value
+
+
+def check_ttl(ttl: Any, where: str, param: str = "ttl") -> float | None:
+    """``None`` (no expiry) or a positive number of seconds."""
+    if ttl is None:
+        return None
+    if (not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not ttl > 0
+            or not math.isfinite(ttl)):
+        msg = (f"{where}: {param} must be None (no expiry) or a positive number of seconds; "
+               f"got {describe(ttl)}")
+        raise ConfigError(msg)
+    return ttl
+
+
+def check_list_max(list_max: Any, where: str, param: str = "list_max") -> int | None:
+    """``None`` (plain value) or a positive int (keep that many list entries)."""
+    if list_max is None:
+        return None
+    if not isinstance(list_max, int) or isinstance(list_max, bool) or list_max < 1:
+        msg = (f"{where}: {param} must be None (store a plain value) or a positive int (keep the "
+               f"newest N entries of a list); got {describe(list_max)}")
+        raise ConfigError(msg)
+    return list_max
+
+
+def _label_of(value: Any) -> str:
+    return value if isinstance(value, str) else f"{getattr(value, '__name__', 'key')}()"
+
+
+# --- pipelined writes ----------------------------------------------------------------------
+@dataclass(slots=True)
+class Write:
+    """What one element (or one analyzer result) writes: a cache entry and/or a PUBLISH.
+
+    ``value`` goes to ``key`` (SET, or LPUSH + LTRIM when ``list_max`` is set,
+    with a TTL of ``ttl`` seconds); ``value`` is also published on ``channel``.
+    """
+
+    value: bytes
+    key: str | None = None
+    ttl: float | None = None
+    list_max: int | None = None
+    channel: str | None = None
+
+    def queue(self, pipe: Any) -> int:
+        """Add this write's commands to ``pipe``; return how many were added."""
+        n = 0
+        if self.key is not None:
+            ms = int(math.ceil(self.ttl * 1000)) if self.ttl else None
+            if self.list_max is not None:
+                pipe.lpush(self.key, self.value)
+                pipe.ltrim(self.key, 0, self.list_max - 1)
+                n += 2
+                if ms:
+                    pipe.pexpire(self.key, ms)
+                    n += 1
+            else:
+                pipe.set(self.key, self.value, px=ms)
+                n += 1
+        if self.channel is not None:
+            pipe.publish(self.channel, self.value)
+            n += 1
+        return n
+
+
+class RedisWriter:
+    """Send :class:`Write` s, pipelining those submitted within one loop turn.
+
+    Each future resolves with the number of subscribers that received the
+    PUBLISH (``None`` if the write published nothing), or fails with the
+    error Redis answered. Connection failures are retried with backoff by
+    :class:`~mdflow.batching.Batcher`, so a write is sent at least once.
+    """
+
+    def __init__(self, url: str, name: str, status: NodeStatus):
+        self._url = url
+        self._name = name
+        self._status = status
+        self._batcher: Batcher | None = None
+
+    def send(self, write: Write) -> asyncio.Future:
+        if self._batcher is None:
+            self._batcher = Batcher(self._flush, self._name, self._status)
+        return self._batcher.submit(write)
+
+    async def _flush(self, writes: Sequence[Write]) -> list:
+        pipe = client(self._url).pipeline(transaction=False)
+        sizes = [write.queue(pipe) for write in writes]
+        replies = await pipe.execute(raise_on_error=False)
+        results: list = []
+        at = 0
+        for write, size in zip(writes, sizes, strict=True):
+            mine = replies[at:at + size]
+            at += size
+            failed = next((r for r in mine if isinstance(r, BaseException)), None)
+            if failed is not None:
+                results.append(failed)
+            else:
+                results.append(mine[-1] if write.channel is not None else None)
+        return results
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every write submitted so far is sent; False on timeout."""
+        return True if self._batcher is None else await self._batcher.drain(timeout)
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
+
+
+# --- publishing and caching ----------------------------------------------------------------
+class _WriterSink(Sink):
+    """Shared machinery of ``to_pubsub`` / ``to_cache``: retain refs, write, emit, release."""
+
+    _counters = ("written", "errors", "reconnects")
+    str_list = ["_label"]
+
+    def _init_writer(self, codec: str, redis_url: str | None, where: str) -> None:
+        self.codec = check_message_codec(codec, where, allow_auto=False)
+        self._url = resolve_url(redis_url)
+        self._status = NodeStatus(self._counters)
+        self._status.state = "running"
+
+    def _start_writer(self) -> None:
+        self._writer = RedisWriter(self._url, node_name(self), self._status)
+
+    def _submit(self, write: Write, result: Callable[[Any], Any], metadata: list[dict] | None,
+                what: str) -> asyncio.Future:
+        self._retain_refs(metadata)  # held until Redis confirmed the write: no early ack upstream
+        return asyncio.ensure_future(self._write(write, result, metadata, what))
+
+    async def _write(self, write: Write, result: Callable[[Any], Any],
+                     metadata: list[dict] | None, what: str) -> None:
+        try:
+            try:
+                reply = await self._writer.send(write)
+            except Exception as exc:
+                self._status.error(exc)
+                logger.error("%s: writing to %s failed: %s", node_name(self), what,
+                             mask_text(str(exc)))
+                report_failure(metadata, exc)
+                raise
+            self._status.incr("written")
+            if self.downstreams:
+                await emit_and_wait(self, result(reply), metadata)
+        finally:
+            self._release_refs(metadata)
+
+    def status(self) -> dict[str, Any]:
+        """State, ``written``/``errors``/``reconnects`` counts and the last error."""
+        return self._status.as_dict(target=self._label)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted write is confirmed by Redis."""
+        return await self._writer.drain(timeout)
+
+    def destroy(self, streams=None) -> None:
+        self._writer.close()
+        super().destroy()
+
+
+@Stream.register_api()
+class to_pubsub(_WriterSink):
+    """PUBLISH every element on a Redis channel; emit the number of receivers.
+
+    Elements arriving within one loop turn are published in one pipelined
+    round trip. ``update`` returns a future that completes after the
+    PUBLISH (and the downstream emit), so upstream sources wait for Redis;
+    an upstream ``from_redis`` acknowledges its entry only then.
+
+    Parameters
+    ----------
+    channel : str or callable
+        The channel, or a function of the element returning it.
+    codec : {"msgpack", "json"}
+        How elements are encoded. ``"msgpack"`` (mdflow frames) round-trips
+        any Python value through ``from_pubsub``; ``"json"`` is readable by
+        any program.
+    redis_url : str, optional
+        Where Redis is (see :func:`mdflow.redis_url`).
+
+    Examples
+    --------
+    >>> from streamz import Stream
+    >>> source = Stream()
+    >>> receivers = source.to_pubsub("alerts", codec="json").sink_to_list()  # doctest: +SKIP
+    >>> source.emit({"symbol": "BTC-USD", "kind": "high"})                   # doctest: +SKIP
+    """
+
+    _graphviz_shape = "cds"
+
+    def __init__(self, upstream: Stream, channel: str | Callable[[Any], str],
+                 codec: str = "msgpack", redis_url: str | None = None, **kwargs):
+        where = "to_pubsub"
+        self.channel = check_name(channel, where, "channel", "pub/sub channel")
+        self._init_writer(codec, redis_url, where)
+        self._label = _label_of(channel)
+        kwargs["ensure_io_loop"] = True
+        super().__init__(upstream, **kwargs)
+        self._start_writer()
+
+    def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
+        channel = self.channel(x) if callable(self.channel) else self.channel
+        write = Write(encode_message(x, self.codec), channel=channel)  # EncodeError: to the caller
+        return self._submit(write, lambda receivers: receivers, metadata, f"channel {channel!r}")
+
+
+@Stream.register_api()
+class to_cache(_WriterSink):
+    """Cache every element in Redis: SET a key, or push it on a capped list.
+
+    One pipelined round trip per loop turn. ``update`` returns a future
+    that completes when Redis confirmed the write; the key written is
+    emitted downstream.
+
+    ============================  ==============================================
+    arguments                     commands
+    ============================  ==============================================
+    ``ttl=None``                  ``SET key value``
+    ``ttl=60``                    ``SET key value PX 60000``
+    ``list_max=100``              ``LPUSH key value; LTRIM key 0 99``
+    ``list_max=100, ttl=60``      the same, then ``PEXPIRE key 60000``
+    ============================  ==============================================
+
+    Parameters
+    ----------
+    key : str or callable
+        The key, or a function of the element returning it (e.g.
+        ``lambda t: f"last:{t['symbol']}"``).
+    ttl : float, optional
+        Seconds until the key expires (refreshed by every write).
+    list_max : int, optional
+        Keep a list of the newest ``list_max`` values (newest first) instead
+        of a single value.
+    codec : {"msgpack", "json"}
+        How values are encoded. ``"msgpack"`` (the default) stores mdflow
+        frames that :func:`mdflow.codecs.decode_message` (and
+        :class:`mdflow.Cache`) turn back into the exact object; choose
+        ``"json"`` when other programs read the cache.
+    redis_url : str, optional
+        Where Redis is (see :func:`mdflow.redis_url`).
+
+    Examples
+    --------
+    >>> from streamz import Stream
+    >>> ticks = Stream.from_pubsub("ticks")                                  # doctest: +SKIP
+    >>> ticks.to_cache(lambda t: f"last:{t['symbol']}", ttl=300, codec="json")  # doctest: +SKIP
+    >>> ticks.to_cache("recent-ticks", list_max=100)                         # doctest: +SKIP
+    """
+
+    _graphviz_shape = "cylinder"
+
+    def __init__(self, upstream: Stream, key: str | Callable[[Any], str], ttl: float | None = None,
+                 list_max: int | None = None, codec: str = "msgpack",
+                 redis_url: str | None = None, **kwargs):
+        where = "to_cache"
+        self.key = check_name(key, where, "key", "Redis key")
+        self.ttl = check_ttl(ttl, where)
+        self.list_max = check_list_max(list_max, where)
+        self._init_writer(codec, redis_url, where)
+        # no "=" in labels: streamz shows only what follows the last "=" of a one-item label
+        extras = [f"ttl {ttl:g}s" if ttl else "", f"list_max {list_max}" if list_max else ""]
+        self._label = ", ".join([_label_of(key)] + [e for e in extras if e])
+        kwargs["ensure_io_loop"] = True
+        super().__init__(upstream, **kwargs)
+        self._start_writer()
+
+    def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
+        key = self.key(x) if callable(self.key) else self.key
+        write = Write(encode_message(x, self.codec), key=key, ttl=self.ttl, list_max=self.list_max)
+        return self._submit(write, lambda _: key, metadata, f"key {key!r}")
