@@ -1,10 +1,10 @@
 """Writing to Redis from a graph: ``to_pubsub`` publishes, ``to_cache`` stores.
 
 Writes (PUBLISH, SET, LPUSH + LTRIM + PEXPIRE) submitted within one loop turn
-go out in one pipelined round trip (:class:`RedisWriter`). Each node's
-``update`` returns a future that completes once Redis confirmed the write,
-so upstream sources wait for Redis (backpressure) and an upstream
-``from_redis`` acknowledges its entry only then.
+go out in one pipelined round trip (:class:`RedisWriter`). Like ``to_redis``
+(see :mod:`mdflow.pipelined`), each element is held until Redis confirmed its
+write, so an upstream ``from_redis`` acknowledges its entry only then, and
+upstream sources wait once too many writes are in flight (backpressure).
 
 Examples
 --------
@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from streamz import Stream
-from streamz.sinks import Sink
 
-from .base import NodeStatus, emit_and_wait, node_name, report_failure
+from .base import NodeStatus, node_name
 from .batching import Batcher
 from .codecs import encode_message
 from .connection import client
 from .errors import ConfigError, describe
+from .pipelined import PipelinedSink
 from .pubsub import check_message_codec
-from .urls import mask_text
 from .urls import redis_url as resolve_url
 
 __all__ = ["RedisWriter", "Write", "check_list_max", "check_ttl", "to_cache", "to_pubsub"]
@@ -161,54 +160,18 @@ class RedisWriter:
 
 
 # --- publishing and caching ----------------------------------------------------------------
-class _WriterSink(Sink):
-    """Shared machinery of ``to_pubsub`` / ``to_cache``: retain refs, write, emit, release."""
+class _WriterSink(PipelinedSink):
+    """What ``to_pubsub`` and ``to_cache`` share: their codec, URL and :class:`RedisWriter`."""
 
-    _counters = ("written", "errors", "reconnects")
     str_list = ["_label"]
 
     def _init_writer(self, codec: str, redis_url: str | None, where: str) -> None:
         self.codec = check_message_codec(codec, where, allow_auto=False)
         self._url = resolve_url(redis_url)
-        self._status = NodeStatus(self._counters)
-        self._status.state = "running"
+        self._init_status()
 
     def _start_writer(self) -> None:
         self._writer = RedisWriter(self._url, node_name(self), self._status)
-
-    def _submit(self, write: Write, result: Callable[[Any], Any], metadata: list[dict] | None,
-                what: str) -> asyncio.Future:
-        self._retain_refs(metadata)  # held until Redis confirmed the write: no early ack upstream
-        return asyncio.ensure_future(self._write(write, result, metadata, what))
-
-    async def _write(self, write: Write, result: Callable[[Any], Any],
-                     metadata: list[dict] | None, what: str) -> None:
-        try:
-            try:
-                reply = await self._writer.send(write)
-            except Exception as exc:
-                self._status.error(exc)
-                logger.error("%s: writing to %s failed: %s", node_name(self), what,
-                             mask_text(str(exc)))
-                report_failure(metadata, exc)
-                raise
-            self._status.incr("written")
-            if self.downstreams:
-                await emit_and_wait(self, result(reply), metadata)
-        finally:
-            self._release_refs(metadata)
-
-    def status(self) -> dict[str, Any]:
-        """State, ``written``/``errors``/``reconnects`` counts and the last error."""
-        return self._status.as_dict(target=self._label)
-
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted write is confirmed by Redis."""
-        return await self._writer.drain(timeout)
-
-    def destroy(self, streams=None) -> None:
-        self._writer.close()
-        super().destroy()
 
 
 @Stream.register_api()
@@ -216,9 +179,8 @@ class to_pubsub(_WriterSink):
     """PUBLISH every element on a Redis channel; emit the number of receivers.
 
     Elements arriving within one loop turn are published in one pipelined
-    round trip. ``update`` returns a future that completes after the
-    PUBLISH (and the downstream emit), so upstream sources wait for Redis;
-    an upstream ``from_redis`` acknowledges its entry only then.
+    round trip. Each element is held until its PUBLISH is confirmed, so an
+    upstream ``from_redis`` acknowledges its entry only then.
 
     Parameters
     ----------
@@ -254,16 +216,15 @@ class to_pubsub(_WriterSink):
     def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
         channel = self.channel(x) if callable(self.channel) else self.channel
         write = Write(encode_message(x, self.codec), channel=channel)  # EncodeError: to the caller
-        return self._submit(write, lambda receivers: receivers, metadata, f"channel {channel!r}")
+        return self._submit(self._writer.send(write), metadata, f"channel {channel!r}")
 
 
 @Stream.register_api()
 class to_cache(_WriterSink):
     """Cache every element in Redis: SET a key, or push it on a capped list.
 
-    One pipelined round trip per loop turn. ``update`` returns a future
-    that completes when Redis confirmed the write; the key written is
-    emitted downstream.
+    One pipelined round trip per loop turn. Each element is held until
+    Redis confirmed its write; the key written is then emitted downstream.
 
     ============================  ==============================================
     arguments                     commands
@@ -320,4 +281,4 @@ class to_cache(_WriterSink):
     def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
         key = self.key(x) if callable(self.key) else self.key
         write = Write(encode_message(x, self.codec), key=key, ttl=self.ttl, list_max=self.list_max)
-        return self._submit(write, lambda _: key, metadata, f"key {key!r}")
+        return self._submit(self._writer.send(write), metadata, f"key {key!r}", lambda _: key)

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
 from typing import Any, Callable, Sequence
 
 from streamz import Stream
-from streamz.sinks import Sink
 
-from .base import NodeStatus, node_name, report_failure
+from .base import NodeStatus, node_name
 from .batching import Batcher
 from .codecs import check_codec, encode_entry
 from .connection import client
 from .errors import ConfigError, describe
+from .pipelined import MAX_OUTSTANDING_WRITES, PipelinedSink
 from .urls import redis_url as resolve_url
 
-__all__ = ["StreamWriter", "to_redis", "check_topic"]
+__all__ = ["MAX_OUTSTANDING_WRITES", "StreamWriter", "check_topic", "to_redis"]
 
 logger = logging.getLogger(__name__)
-
-#: Writes a ``to_redis`` node may have in flight before its upstream must wait.
-MAX_OUTSTANDING_WRITES = 1000
 
 
 def check_topic(topic: Any, where: str, param: str = "topic") -> str:
@@ -79,14 +75,16 @@ class StreamWriter:
 
 
 @Stream.register_api()
-class to_redis(Sink):
+class to_redis(PipelinedSink):
     """XADD every element to a Redis stream; emit the new entry id downstream.
 
     Writes that arrive within one loop turn go out in one pipelined round
-    trip. The node's future completes only after Redis confirmed the XADD, so
-    an upstream ``from_redis`` acknowledges its entry only then, and a slow
-    Redis slows the source. Writes that fail because Redis went away are
-    retried with backoff, not dropped.
+    trip. The element is held (its reference counts retained) until Redis
+    confirmed the XADD, so an upstream ``from_redis`` acknowledges its entry
+    only then; a failed write is reported to that source, which retries the
+    entry. Writes that fail because Redis went away are retried with backoff,
+    not dropped. The upstream waits only when more than
+    ``MAX_OUTSTANDING_WRITES`` writes are in flight (backpressure).
 
     Parameters
     ----------
@@ -109,7 +107,6 @@ class to_redis(Sink):
     """
 
     _graphviz_shape = "cylinder"
-    _counters = ("written", "errors", "reconnects")
     str_list = ["topic", "maxlen", "codec"]
 
     def __init__(self, upstream: Stream, topic: str | Callable[[Any], str], maxlen: int | None = None,
@@ -124,68 +121,13 @@ class to_redis(Sink):
         self.codec = check_codec(codec, allow_auto=False, where=where)
         self._url = resolve_url(redis_url)
         self._label = topic if isinstance(topic, str) else getattr(topic, "__name__", "topic()")
-        self._status = NodeStatus(self._counters)
-        self._status.state = "running"
+        self._init_status()
         kwargs["ensure_io_loop"] = True
         super().__init__(upstream, **kwargs)
         self._writer = StreamWriter(self._url, node_name(self), self._status)
-        self._outstanding = 0
 
     def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
         topic = self.topic(x) if callable(self.topic) else self.topic
         fields = encode_entry(x, self.codec)  # EncodeError surfaces to the upstream source
-        self._retain_refs(metadata)  # held until Redis confirmed the XADD: no early ack
         future = self._writer.add(topic, fields, self.maxlen, self.approximate)
-        future.add_done_callback(partial(self._written, topic, metadata))
-        self._outstanding += 1
-        # Writes issued in one loop turn share a round trip, so the upstream only waits when
-        # too many are outstanding: bounded memory (backpressure) without one trip per element.
-        return future if self._outstanding > MAX_OUTSTANDING_WRITES else None
-
-    def _written(self, topic: str, metadata: list[dict] | None, future: asyncio.Future) -> None:
-        """The XADD finished: count it, emit the id downstream, then let go of the element."""
-        self._outstanding -= 1
-        error = asyncio.CancelledError("to_redis was closed") if future.cancelled() else future.exception()
-        if error is not None:
-            self._failed(topic, metadata, error)
-            return
-        self._status.incr("written")
-        if not self.downstreams:
-            self._release_refs(metadata)
-            return
-        try:
-            futures = self._emit(future.result(), metadata=metadata)
-        except Exception as exc:  # noqa: BLE001 - downstream of to_redis raised
-            self._failed(topic, metadata, exc)
-            return
-        if not futures:
-            self._release_refs(metadata)
-            return
-        waiting = asyncio.gather(*futures, return_exceptions=True)
-        waiting.add_done_callback(partial(self._downstream_done, topic, metadata))
-
-    def _downstream_done(self, topic: str, metadata: list[dict] | None, waiting) -> None:
-        errors = [r for r in waiting.result() if isinstance(r, BaseException)]
-        if errors:
-            self._failed(topic, metadata, errors[0])
-        else:
-            self._release_refs(metadata)
-
-    def _failed(self, topic: str, metadata: list[dict] | None, error: BaseException) -> None:
-        # Tell the source first (it will not ack), then release: an ack can never win the race.
-        self._status.error(error)
-        logger.error("%s: writing to %r failed: %s", node_name(self), topic, error)
-        report_failure(metadata, error)
-        self._release_refs(metadata)
-
-    def status(self) -> dict[str, Any]:
-        """State, ``written``/``errors``/``reconnects`` counts and the last error."""
-        return self._status.as_dict(topic=self._label)
-
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted write is confirmed by Redis."""
-        return await self._writer.drain(timeout)
-
-    def destroy(self, streams=None) -> None:
-        self._writer.close()
-        super().destroy()
+        return self._submit(future, metadata, f"stream {topic!r}")

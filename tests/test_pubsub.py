@@ -125,10 +125,10 @@ def test_to_pubsub_holds_metadata_refs_until_published(redis_url, prefix):
         source = Stream(asynchronous=True)
         node = source.to_pubsub(prefix + "refs", redis_url=redis_url)
         ref = RefCounter(initial=1, cb=lambda: released.append(True), loop=node.loop)
-        future = node.update("x", metadata=[{"ref": ref}])
+        node.update("x", metadata=[{"ref": ref}])
         ref.release()                                   # the source lets go at once...
-        assert ref.count == 1 and not future.done()     # ...but the sink still holds it
-        await future
+        assert ref.count == 1 and not released          # ...but the sink still holds it
+        assert await node.flush(timeout=5)
         await asyncio.sleep(0)                          # RefCounter calls back on the loop
         return ref.count, node.status()
 
@@ -161,19 +161,23 @@ def test_to_cache_set_ttl_list_cap_and_expire(redis_url, rdb, prefix):
     assert json.loads(rdb.get(prefix + "by:3")) == {"n": 3}   # json: readable by anyone
 
 
-def test_cache_write_errors_reach_the_emitter_and_are_counted(redis_url, rdb, prefix, caplog):
+def test_cache_write_errors_reach_the_source_and_are_counted(redis_url, rdb, prefix, caplog):
     key = prefix + "stream-key"
     rdb.xadd(key, {"a": "1"})  # LPUSH on a stream: WRONGTYPE
+    failures: list = []
 
     async def body():
         source = Stream(asynchronous=True)
         sink = source.to_cache(key, list_max=5, redis_url=redis_url)
-        with pytest.raises(Exception, match="WRONGTYPE"):
-            await source.emit({"n": 1})
+        # mdflow sources put a "fail" hook in the metadata: the sink reports to it, so the
+        # source does not acknowledge the element
+        await source.emit({"n": 1}, metadata=[{"fail": failures.append}])
+        await sink.flush(timeout=5)
         return sink.status()
 
-    with caplog.at_level(logging.ERROR, logger="mdflow.pubsub"):
+    with caplog.at_level(logging.ERROR, logger="mdflow"):
         status = run(body)
+    assert len(failures) == 1 and "WRONGTYPE" in str(failures[0])
     assert status["errors"] == 1 and "WRONGTYPE" in status["last_error"]
     assert any(key in r.getMessage() and "to_cache" in r.getMessage() for r in caplog.records)
 
