@@ -74,7 +74,9 @@ def _ping(host: str | None, port: int | None, unixsocket: str | None, timeout: f
             sock.settimeout(timeout)
             sock.connect(address)
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            reply = sock.recv(64)
+            # a password-protected server answers NOAUTH: it is up; LOADING means not yet
+            return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
     except OSError:
         return False
 
@@ -158,6 +160,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                self._close_pipes()
                 log_tail = self.log_tail()
                 msg = (f"redis-server ({self.binary}) exited with code {self.process.returncode} "
                        f"while starting on {self.url}: {err or log_tail}")

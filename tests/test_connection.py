@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
 import redis.asyncio
 
 import mdflow
@@ -87,3 +88,30 @@ def test_server_kill_and_restart_with_aof_keeps_data(redis_factory):
     without.kill()
     without.start()
     assert mdflow.db(without.url).get("k") is None
+
+
+def test_acl_user_password_and_db_number(redis_factory, caplog):
+    import logging
+
+    server = redis_factory(extra_args=("--requirepass", "adminpw",
+                                       "--user", "alice", "on", ">s3cret", "~*", "&*", "+@all"))
+    url = f"redis://alice:s3cret@127.0.0.1:{server.port}/3"
+    caplog.set_level(logging.INFO, logger="mdflow")
+    database = connection.ensure_available(url, deadline=5)
+    database.set("k", "v")
+    plain = redis.Redis(host="127.0.0.1", port=server.port, db=3, username="alice",
+                        password="s3cret")
+    assert plain.get("k") == b"v"                      # db number honoured
+    assert redis.Redis(host="127.0.0.1", port=server.port, db=0, username="alice",
+                       password="s3cret").get("k") is None
+    plain.close()
+    assert "alice:***@" in caplog.text and "s3cret" not in caplog.text
+
+    async def via_async():
+        conn = await connection.wait_available(url, deadline=5)
+        return await conn.get("k")
+
+    assert asyncio.run(via_async()) == b"v"
+    with pytest.raises(RedisUnavailable) as info:
+        connection.ensure_available(f"redis://alice:wrong@127.0.0.1:{server.port}/0", deadline=1)
+    assert "wrong" not in str(info.value) and "alice:***@" in str(info.value)

@@ -377,3 +377,28 @@ def test_default_consumer_name_is_stable_per_host_and_program():
     name = default_consumer_name()
     assert name == default_consumer_name()
     assert name.startswith(socket.gethostname() + ":")
+
+
+def test_outlet_stop_start_is_idempotent_and_resumes(redis_url, rdb, prefix):
+    topic = prefix + "s"
+
+    async def body():
+        source = outlet(redis_url, topic)
+        out = source.sink_to_list()
+        source.start()
+        source.start()
+        conn = mdflow.client(redis_url)
+        await conn.xadd(topic, encode_entry(1))
+        await async_wait_for(lambda: out == [1])
+        await stop_and_wait(source)
+        source.stop()
+        await conn.xadd(topic, encode_entry(2))       # written while stopped
+        source.start()
+        await async_wait_for(lambda: out == [1, 2])
+        await conn.xadd(topic, encode_entry(3))
+        await async_wait_for(lambda: out == [1, 2, 3])
+        await stop_and_wait(source)
+        return source.status()
+
+    status = run(body)
+    assert status["acked"] == 3 and status["state"] == "stopped"
