@@ -21,7 +21,7 @@ from .base import NodeStatus
 from .connection import CONNECTION_ERRORS, Backoff
 from .urls import mask_text
 
-__all__ = ["Batcher"]
+__all__ = ["BatchedWriter", "Batcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,3 +119,35 @@ class Batcher:
                              mask_text(str(exc)))
                 self._status.error(exc)
                 return [exc] * len(items)
+
+
+class BatchedWriter:
+    """Base of mdflow's Redis writers: a :class:`Batcher` made on first use, on the loop.
+
+    Subclasses implement ``async _flush(items) -> results`` (one pipelined round
+    trip for all items) and call :meth:`submit`.
+    """
+
+    def __init__(self, url: str, name: str, status: NodeStatus):
+        self._url = url
+        self._name = name
+        self._status = status
+        self._batcher: Batcher | None = None
+
+    def submit(self, item: Any) -> asyncio.Future:
+        if self._batcher is None:
+            self._batcher = Batcher(self._flush, self._name, self._status)
+        return self._batcher.submit(item)
+
+    async def _flush(self, items: Sequence[Any]) -> Sequence[Any]:
+        raise NotImplementedError
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every item submitted so far is written; False on timeout."""
+        return True if self._batcher is None else await self._batcher.drain(timeout)
+
+    def close(self) -> None:
+        """Stop retrying; writes still pending fail with ``CancelledError``."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None

@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 
 from streamz import Stream
 
-from .base import NodeStatus, node_name
-from .batching import Batcher
+from .base import node_name
+from .batching import BatchedWriter
 from .codecs import encode_message
 from .connection import client
 from .errors import ConfigError, describe
@@ -113,7 +113,7 @@ class Write:
         return n
 
 
-class RedisWriter:
+class RedisWriter(BatchedWriter):
     """Send :class:`Write` s, pipelining those submitted within one loop turn.
 
     Each future resolves with the number of subscribers that received the
@@ -122,16 +122,8 @@ class RedisWriter:
     :class:`~mdflow.batching.Batcher`, so a write is sent at least once.
     """
 
-    def __init__(self, url: str, name: str, status: NodeStatus):
-        self._url = url
-        self._name = name
-        self._status = status
-        self._batcher: Batcher | None = None
-
     def send(self, write: Write) -> asyncio.Future:
-        if self._batcher is None:
-            self._batcher = Batcher(self._flush, self._name, self._status)
-        return self._batcher.submit(write)
+        return self.submit(write)
 
     async def _flush(self, writes: Sequence[Write]) -> list:
         pipe = client(self._url).pipeline(transaction=False)
@@ -148,15 +140,6 @@ class RedisWriter:
             else:
                 results.append(mine[-1] if write.channel is not None else None)
         return results
-
-    async def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every write submitted so far is sent; False on timeout."""
-        return True if self._batcher is None else await self._batcher.drain(timeout)
-
-    def close(self) -> None:
-        if self._batcher is not None:
-            self._batcher.close()
-            self._batcher = None
 
 
 # --- publishing and caching ----------------------------------------------------------------

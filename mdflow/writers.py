@@ -8,8 +8,8 @@ from typing import Any, Callable, Sequence
 
 from streamz import Stream
 
-from .base import NodeStatus, node_name
-from .batching import Batcher
+from .base import node_name
+from .batching import BatchedWriter
 from .codecs import check_codec, encode_entry
 from .connection import client
 from .errors import ConfigError, describe
@@ -37,7 +37,7 @@ def check_maxlen(maxlen: Any, where: str) -> int | None:
     return maxlen
 
 
-class StreamWriter:
+class StreamWriter(BatchedWriter):
     """XADD entries, pipelining those submitted within one loop turn.
 
     Each XADD's future resolves with the new entry id (``str``). Connection
@@ -46,17 +46,9 @@ class StreamWriter:
     entry twice if the connection dropped after Redis applied it.
     """
 
-    def __init__(self, url: str, name: str, status: NodeStatus):
-        self._url = url
-        self._batcher: Batcher | None = None
-        self._name = name
-        self._status = status
-
     def add(self, topic: str, fields: dict, maxlen: int | None = None,
             approximate: bool = True) -> asyncio.Future:
-        if self._batcher is None:
-            self._batcher = Batcher(self._flush, self._name, self._status)
-        return self._batcher.submit((topic, fields, maxlen, approximate))
+        return self.submit((topic, fields, maxlen, approximate))
 
     async def _flush(self, items: Sequence[tuple]) -> list:
         pipe = client(self._url).pipeline(transaction=False)
@@ -64,14 +56,6 @@ class StreamWriter:
             pipe.xadd(topic, fields, maxlen=maxlen, approximate=approximate)
         results = await pipe.execute(raise_on_error=False)
         return [r if isinstance(r, BaseException) else r.decode() for r in results]
-
-    async def drain(self, timeout: float | None = None) -> bool:
-        return True if self._batcher is None else await self._batcher.drain(timeout)
-
-    def close(self) -> None:
-        if self._batcher is not None:
-            self._batcher.close()
-            self._batcher = None
 
 
 @Stream.register_api()
