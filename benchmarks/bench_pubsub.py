@@ -255,7 +255,7 @@ def main() -> None:
     rate = 1_000
     directory = tempfile.mkdtemp(prefix="mdflow-bench-")
     server = RedisServer(port=0, unixsocket=os.path.join(directory, "r.sock"), directory=directory,
-                         extra_args=("--client-output-buffer-limit", "pubsub 0 0 0"))
+                         extra_args=("--client-output-buffer-limit", "pubsub", "0", "0", "0"))
     server.start()
     url = server.url
     r: dict[str, float] = {}
