@@ -9,7 +9,7 @@ another) on free loopback ports:
   (with or without AOF) for fault tests; stopped at the end of the test;
 * ``prefix`` — a unique key/channel prefix per test.
 
-No fakeredis, no mocks: nothing here is skipped for lack of Redis.
+Only real servers, no stand-ins: nothing here is skipped for lack of Redis.
 """
 
 from __future__ import annotations
