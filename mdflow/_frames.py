@@ -37,7 +37,7 @@ import pandas as pd
 import pandas.tseries.frequencies
 from pandas.api.types import pandas_dtype
 
-from . import codecs as _c
+from . import _msgpack as _c
 from .errors import EncodeError, describe
 
 try:  # pandas >= 3: build frames from blocks without copying or re-checking
