@@ -28,6 +28,24 @@ logger = logging.getLogger(__name__)
 FlushFn = Callable[[Sequence[Any]], Awaitable[Sequence[Any]]]
 
 
+def _deliver(waiter: asyncio.Future | Callable[[Any], None], result: Any) -> None:
+    """Hand one item's result to its future or its callback."""
+    if isinstance(waiter, asyncio.Future):
+        if waiter.done():
+            return
+        if isinstance(result, asyncio.CancelledError):
+            waiter.cancel()
+        elif isinstance(result, BaseException):
+            waiter.set_exception(result)
+        else:
+            waiter.set_result(result)
+        return
+    try:
+        waiter(result)
+    except Exception:  # noqa: BLE001 - one caller's bug must not stop the others' results
+        logger.exception("callback for a batched write raised")
+
+
 class Batcher:
     """Collect items and flush them in batches on the running loop.
 
@@ -58,11 +76,18 @@ class Batcher:
     def __len__(self) -> int:
         return len(self._items)
 
-    def submit(self, item: Any) -> asyncio.Future:
-        """Queue ``item``; the returned future resolves with its flush result."""
+    def submit(self, item: Any, done: Callable[[Any], None] | None = None) -> asyncio.Future | None:
+        """Queue ``item``.
+
+        Without ``done``, return a future that resolves with the item's flush
+        result. With ``done``, call ``done(result)`` right after the flush
+        instead (the result is an exception instance if the write failed, or
+        ``CancelledError`` if the batcher was closed): no future, no extra
+        loop turn, for callers that write many items.
+        """
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._items.append((item, future))
+        future = loop.create_future() if done is None else None
+        self._items.append((item, future if done is None else done))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
         return future
@@ -80,23 +105,17 @@ class Batcher:
         self.closed = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        for _, future in self._items:
-            if not future.done():
-                future.cancel()
-        self._items = []
+        items, self._items = self._items, []
+        for _, waiter in items:
+            _deliver(waiter, asyncio.CancelledError("the writer was closed"))
 
     async def _run(self) -> None:
         await asyncio.sleep(0)  # let the rest of this loop turn submit too
         while self._items and not self.closed:
             batch, self._items = self._items[: self._max_batch], self._items[self._max_batch:]
             results = await self._flush_with_retry([item for item, _ in batch])
-            for (_, future), result in zip(batch, results):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            for (_, waiter), result in zip(batch, results):
+                _deliver(waiter, result)
 
     async def _flush_with_retry(self, items: list[Any]) -> Sequence[Any]:
         while True:
@@ -134,10 +153,10 @@ class BatchedWriter:
         self._status = status
         self._batcher: Batcher | None = None
 
-    def submit(self, item: Any) -> asyncio.Future:
+    def submit(self, item: Any, done: Callable[[Any], None] | None = None) -> asyncio.Future | None:
         if self._batcher is None:
             self._batcher = Batcher(self._flush, self._name, self._status)
-        return self._batcher.submit(item)
+        return self._batcher.submit(item, done)
 
     async def _flush(self, items: Sequence[Any]) -> Sequence[Any]:
         raise NotImplementedError

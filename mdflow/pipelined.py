@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 MAX_OUTSTANDING_WRITES = 1000
 
 
+def _outcome(future: asyncio.Future) -> Any:
+    if future.cancelled():
+        return asyncio.CancelledError("the writer was closed")
+    return future.exception() or future.result()
+
+
 class PipelinedSink(Sink):
     """Base class: subclasses build a write in ``update`` and pass it to :meth:`_submit`."""
 
@@ -40,28 +46,38 @@ class PipelinedSink(Sink):
         self._status.state = "running"
         self._outstanding = 0
 
-    def _submit(self, future: asyncio.Future, metadata: list[dict] | None, what: str,
+    def _submit(self, send: Callable[[Callable[[Any], None] | None], asyncio.Future | None],
+                metadata: list[dict] | None, what: str,
                 result: Callable[[Any], Any] = lambda reply: reply) -> asyncio.Future | None:
-        """Track one write; ``result(reply)`` is what goes downstream once it is confirmed."""
+        """Track one write. ``send(done)`` submits it to the writer.
+
+        ``result(reply)`` is what goes downstream once the write is confirmed.
+        Below the window the writer calls back directly (no future); above it,
+        the upstream gets a future to wait on.
+        """
         self._retain_refs(metadata)  # held until Redis confirmed the write: no early ack
         self._outstanding += 1
-        future.add_done_callback(partial(self._written, what, result, metadata))
-        return future if self._outstanding > MAX_OUTSTANDING_WRITES else None
+        done = partial(self._written, what, result, metadata)
+        if self._outstanding <= MAX_OUTSTANDING_WRITES:
+            send(done)
+            return None
+        future = send(None)
+        future.add_done_callback(lambda f: done(_outcome(f)))
+        return future
 
     def _written(self, what: str, result: Callable[[Any], Any], metadata: list[dict] | None,
-                 future: asyncio.Future) -> None:
+                 reply: Any) -> None:
+        """The write finished (``reply`` is an exception if it failed): emit, then let go."""
         self._outstanding -= 1
-        error = (asyncio.CancelledError(f"{node_name(self)} was closed") if future.cancelled()
-                 else future.exception())
-        if error is not None:
-            self._failed(what, metadata, error)
+        if isinstance(reply, BaseException):
+            self._failed(what, metadata, reply)
             return
         self._status.incr("written")
         if not self.downstreams:
             self._release_refs(metadata)
             return
         try:
-            futures = self._emit(result(future.result()), metadata=metadata)
+            futures = self._emit(result(reply), metadata=metadata)
         except Exception as exc:  # noqa: BLE001 - a node downstream of this sink raised
             self._failed(what, metadata, exc)
             return

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 from streamz import Stream
@@ -122,8 +123,9 @@ class RedisWriter(BatchedWriter):
     :class:`~mdflow.batching.Batcher`, so a write is sent at least once.
     """
 
-    def send(self, write: Write) -> asyncio.Future:
-        return self.submit(write)
+    def send(self, write: Write,
+             done: Callable[[Any], None] | None = None) -> asyncio.Future | None:
+        return self.submit(write, done)
 
     async def _flush(self, writes: Sequence[Write]) -> list:
         pipe = client(self._url).pipeline(transaction=False)
@@ -199,7 +201,7 @@ class to_pubsub(_WriterSink):
     def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
         channel = self.channel(x) if callable(self.channel) else self.channel
         write = Write(encode_message(x, self.codec), channel=channel)  # EncodeError: to the caller
-        return self._submit(self._writer.send(write), metadata, f"channel {channel!r}")
+        return self._submit(partial(self._writer.send, write), metadata, f"channel {channel!r}")
 
 
 @Stream.register_api()
@@ -264,4 +266,5 @@ class to_cache(_WriterSink):
     def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
         key = self.key(x) if callable(self.key) else self.key
         write = Write(encode_message(x, self.codec), key=key, ttl=self.ttl, list_max=self.list_max)
-        return self._submit(self._writer.send(write), metadata, f"key {key!r}", lambda _: key)
+        return self._submit(partial(self._writer.send, write), metadata, f"key {key!r}",
+                            lambda _: key)

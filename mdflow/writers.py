@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any, Callable, Sequence
 
 from streamz import Stream
@@ -46,9 +47,9 @@ class StreamWriter(BatchedWriter):
     entry twice if the connection dropped after Redis applied it.
     """
 
-    def add(self, topic: str, fields: dict, maxlen: int | None = None,
-            approximate: bool = True) -> asyncio.Future:
-        return self.submit((topic, fields, maxlen, approximate))
+    def add(self, topic: str, fields: dict, maxlen: int | None = None, approximate: bool = True,
+            done: Callable[[Any], None] | None = None) -> asyncio.Future | None:
+        return self.submit((topic, fields, maxlen, approximate), done)
 
     async def _flush(self, items: Sequence[tuple]) -> list:
         pipe = client(self._url).pipeline(transaction=False)
@@ -113,5 +114,6 @@ class to_redis(PipelinedSink):
     def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
         topic = self.topic(x) if callable(self.topic) else self.topic
         fields = encode_entry(x, self.codec)  # EncodeError surfaces to the upstream source
-        future = self._writer.add(topic, fields, self.maxlen, self.approximate)
-        return self._submit(future, metadata, f"stream {topic!r}")
+        return self._submit(
+            partial(self._writer.add, topic, fields, self.maxlen, self.approximate),
+            metadata, f"stream {topic!r}")
