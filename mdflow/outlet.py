@@ -168,6 +168,7 @@ class from_redis(SupervisedSource):
         self._url = resolve_url(redis_url)
         self._label = ",".join(self.topics)
         self._inflight: dict[tuple[str, str], _Entry] = {}
+        self._inflight_entries = 0  # entries, not units: a batch counts as all its entries
         self._retry: dict[tuple[str, str], _Entry] = {}
         self._capacity = asyncio.Event()
         self._history_done: set[str] = set()
@@ -233,7 +234,7 @@ class from_redis(SupervisedSource):
 
     async def _wait_for_capacity(self) -> bool:
         waited = 0.0
-        while len(self._inflight) >= self.max_inflight and not self.stopped:
+        while self._inflight_entries >= self.max_inflight and not self.stopped:
             self._capacity.clear()
             try:
                 await asyncio.wait_for(self._capacity.wait(), timeout=min(self.block, 1.0))
@@ -243,12 +244,12 @@ class from_redis(SupervisedSource):
                     logger.warning(
                         "%s: %d entries in flight (max_inflight=%d) for %.0fs; reading is paused. "
                         "If a window/buffer downstream holds more elements than max_inflight, "
-                        "raise max_inflight.", node_name(self), len(self._inflight),
+                        "raise max_inflight.", node_name(self), self._inflight_entries,
                         self.max_inflight, waited)
         return not self.stopped
 
     def _room(self) -> int:
-        return max(1, min(self.batch_size, self.max_inflight - len(self._inflight)))
+        return max(1, min(self.batch_size, self.max_inflight - self._inflight_entries))
 
     async def _read_history(self) -> None:
         """Re-read this consumer's own pending entries (left by an earlier run)."""
@@ -370,9 +371,10 @@ class from_redis(SupervisedSource):
     async def _emit_one(self, entry: _Entry, payload: Any) -> None:
         key = (entry.topic, entry.id)
         self._inflight[key] = entry
+        self._inflight_entries += len(entry.ids) or 1
         # The source's own reference is held until the graph's async work on the element is
         # done, because streamz 0.6.6's async sinks and rate_limit hold none while they work.
-        ref = _Ref(initial=1, cb=partial(self._finished, key), loop=self.loop)
+        ref = _Ref(initial=1, cb=partial(self._finished, entry), loop=self.loop)
         fail = partial(self._fail, entry)
 
         def finished(error: BaseException | None) -> None:
@@ -399,7 +401,10 @@ class from_redis(SupervisedSource):
         logger.error("%s: processing entry %s of %r failed (delivery %d of %d); it will be "
                      "redelivered", node_name(self), entry.id, entry.topic, entry.deliveries,
                      self.max_deliveries, exc_info=exc)
-        self._inflight.pop((entry.topic, entry.id), None)
+        key = (entry.topic, entry.id)
+        if self._inflight.get(key) is entry:
+            del self._inflight[key]
+            self._inflight_entries -= len(entry.ids) or 1
         self._capacity.set()
         members = [entry] if not entry.ids else [
             _Entry(t, i, fields, entry.deliveries) for (t, i), fields in zip(entry.ids, entry.fields)]
@@ -407,10 +412,18 @@ class from_redis(SupervisedSource):
             member.retry_at = time.monotonic() + min(_RETRY_CAP, _RETRY_BASE * 2 ** member.deliveries)
             self._retry[(member.topic, member.id)] = member
 
-    def _finished(self, key: tuple[str, str]) -> None:
-        """RefCounter callback: every branch is done with the entry. Idempotent."""
-        entry = self._inflight.pop(key, None)
-        if entry is None or entry.failed:
+    def _finished(self, entry: _Entry) -> None:
+        """RefCounter callback: every branch is done with the entry. Idempotent.
+
+        Bound to the entry object, not its id: a late callback from a failed
+        delivery must never acknowledge the retry that replaced it.
+        """
+        key = (entry.topic, entry.id)
+        if self._inflight.get(key) is not entry:
+            return
+        del self._inflight[key]
+        self._inflight_entries -= len(entry.ids) or 1
+        if entry.failed:
             return
         for topic, entry_id in entry.ids or [key]:
             self._acker.ack(topic, entry_id)
@@ -450,7 +463,7 @@ class from_redis(SupervisedSource):
         ``inflight``, group ``pending`` and ``lag`` (refreshed every second), ``last_id``."""
         return self._status.as_dict(
             topics=list(self.topics), group=self.group, consumer=self.consumer,
-            inflight=len(self._inflight), retrying=len(self._retry), **self._metrics)
+            inflight=self._inflight_entries, retrying=len(self._retry), **self._metrics)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

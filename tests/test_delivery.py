@@ -171,3 +171,40 @@ def test_sync_exception_is_not_acked_and_is_retried(redis_url, rdb, prefix):
     status = run(body)
     assert len(attempts) == 3 and status["failed"] == 2 and status["dead_lettered"] == 0
     assert rdb.xpending(topic, "g")["pending"] == 0
+
+
+def test_late_finish_of_a_failed_delivery_does_not_ack_its_retry(redis_url, rdb, prefix):
+    """Delivery 1 fails in one branch (an async write error) while another branch still holds
+    it; delivery 2 is in flight when delivery 1's last branch finishes. That late finish must
+    not acknowledge delivery 2, which is still being processed."""
+    topic, bad, good = prefix + "s", prefix + "wrongtype", prefix + "copy"
+    rdb.set(bad, "not a stream")                      # XADD to it fails: WRONGTYPE
+    rdb.xadd(topic, encode_entry("x"))
+    gates: list[asyncio.Event] = []
+    targets = iter([bad, good, good, good])
+
+    async def hold(x):
+        gate = asyncio.Event()
+        gates.append(gate)
+        await gate.wait()
+
+    async def body():
+        source = Stream.from_redis(topic, group="g", consumer="c", start_id="0",
+                                   redis_url=redis_url, asynchronous=True)
+        source.to_redis(lambda x: next(targets), redis_url=redis_url)
+        source.buffer(10).sink(hold)    # holds the element's refs without blocking the source
+        source.start()
+        await async_wait_for(lambda: source.status()["failed"] == 1, message="1st fails")
+        await async_wait_for(lambda: source.status()["emitted"] == 2, timeout=15,
+                             message="retry in flight")   # delivery 2 waits in the buffer
+        gates[0].set()                                # delivery 1's last branch finishes late
+        await async_wait_for(lambda: len(gates) == 2, message="delivery 2 reaches the sink")
+        await asyncio.sleep(0.3)
+        assert source.status()["acked"] == 0, "the retry was acked before it finished"
+        assert await pending_count(redis_url, topic, "g") == 1
+        gates[1].set()                                # delivery 2 finishes: now it is acked
+        await async_wait_for(lambda: source.status()["acked"] == 1)
+        await stop_and_wait(source)
+
+    run(body)
+    assert rdb.xlen(good) == 1
