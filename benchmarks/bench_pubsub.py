@@ -41,11 +41,10 @@ from streamz import Stream
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import mdflow  # noqa: E402
-import mdflow.pubsub  # noqa: E402,F401 - registers from_pubsub
-import mdflow.scanner  # noqa: E402,F401 - registers scanner / scan
+import mdflow.pubsub  # noqa: E402,F401 - registers from_pubsub, scanner, scan
 from mdflow.codecs import decode_message, encode_message  # noqa: E402
-from mdflow.scanner import Analyzer, AnalyzerResult  # noqa: E402
-from mdflow.server import RedisServer  # noqa: E402
+from mdflow.analyzers import Analyzer, AnalyzerResult  # noqa: E402
+from mdflow.reservoir import RedisServer  # noqa: E402
 
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import mdflow  # noqa: E402  (registers the nodes)
 from mdflow.codecs import decode_entry, encode_entry  # noqa: E402
-from mdflow.server import RedisServer  # noqa: E402
+from mdflow.reservoir import RedisServer  # noqa: E402
 
 
 def tick(n: int) -> dict:

@@ -6,6 +6,20 @@ graph; scanners listen on pub/sub and run analyzers; collectors bring outside
 market data in and keep themselves alive.
 
 Importing mdflow registers its nodes on :class:`streamz.Stream`.
+
+The package is laid out along the water model, one room (subpackage) per
+part, imports pointing downwards only::
+
+    cli/         the ``mdflow`` command (top: may import every room)
+    pictures/    pictures of topologies
+    streams/     pumps and outlets: engine, from_redis (acks, dead letters), to_redis
+    pubsub/      from_pubsub, to_pubsub/to_cache, scanner/scan
+    collectors/  outside feeds brought in and kept alive
+    analyzers/   what turns a message into findings; the shipped analyzers
+    nodes/       what every node shares: supervision, status, emits, batched writes
+    codecs/      the wire format
+    reservoir/   where Redis is and how to talk to it
+    errors, checks, record, marketdata   the bottom: no other mdflow imports
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ from __future__ import annotations
 import importlib.metadata as _metadata
 
 from . import codecs
+from .analyzers import Analyzer, AnalyzerResult, Cache
 from .collectors import (
     Collector,
     CollectorManager,
@@ -23,8 +38,6 @@ from .collectors import (
     WebSocketCollector,
     collector,
 )
-from .connection import Backoff, client, db
-from .engine import engine
 from .errors import (
     ConfigError,
     DecodeError,
@@ -34,13 +47,10 @@ from .errors import (
     ValidationError,
 )
 from .marketdata import OHLCV, DataType, MarketDataPoint
-from .outlet import from_redis
-from .publish import to_cache, to_pubsub
-from .pubsub import from_pubsub
+from .pubsub import from_pubsub, scan, scanner, to_cache, to_pubsub
 from .record import Record
-from .scanner import Analyzer, AnalyzerResult, Cache, scan, scanner
-from .urls import mask_url, redis_url
-from .writers import to_redis
+from .reservoir import Backoff, client, db, mask_url, redis_url
+from .streams import engine, from_redis, to_redis
 
 try:
     __version__ = _metadata.version("mdflow")

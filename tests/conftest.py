@@ -21,7 +21,7 @@ from typing import Callable
 import pytest
 import redis
 
-from mdflow.server import RedisServer
+from mdflow.reservoir import RedisServer
 
 
 @pytest.fixture(autouse=True)

@@ -50,7 +50,7 @@ def test_entry_points_work_without_importing_mdflow(redis_url, prefix):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["mdflow.outlet", "mdflow.writers"]
+    assert result.stdout.split() == ["mdflow.streams.outlet", "mdflow.streams.writer"]
 
 
 def test_public_names_are_exported():

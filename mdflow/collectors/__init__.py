@@ -8,7 +8,10 @@
 * :class:`WebSocketCollector`, :class:`PollingCollector` — ready-made feeds;
 * :class:`SimulatedExchange` — a local websocket exchange for demos and tests.
 
-Importing this package registers ``Stream.collector``.
+Importing this package registers ``Stream.collector``. It may import
+:mod:`mdflow.nodes`, :mod:`mdflow.reservoir` and the bottom modules (errors,
+checks, marketdata); never :mod:`mdflow.streams` or :mod:`mdflow.pubsub` (a
+collector's output reaches Redis through ``to_redis`` in the user's graph).
 """
 
 from __future__ import annotations

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import abc
 import enum
-import math
 from typing import Any, AsyncIterator, Iterable
 
 from ..errors import ConfigError, MdflowError, describe
 from ..marketdata import DataType, MarketDataPoint
 
 __all__ = ["Collector", "CollectorState", "DataSilence", "FeedClosed", "FeedError",
-           "check_data_types", "check_seconds", "check_symbols"]
+           "check_data_types", "check_symbols"]
 
 
 class CollectorState(str, enum.Enum):
@@ -71,15 +70,6 @@ class CollectorState(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-def check_seconds(value: Any, name: str, where: str) -> float:
-    """A positive, finite number of seconds (not a bool) -> float."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value <= 0):
-        msg = f"{where}: {name} must be a positive number of seconds; got {describe(value)}"
-        raise ConfigError(msg)
-    return float(value)
 
 
 def check_symbols(symbols: Any, where: str) -> list[str]:

@@ -30,10 +30,11 @@ from typing import Any
 
 import redis.asyncio
 
-from ..connection import CONNECTION_ERRORS, db, new_client
+from ..checks import check_flag, check_seconds
 from ..errors import ConfigError, describe
-from ..urls import mask_text, redis_url as resolve_url
-from .collector import CollectorState, check_seconds
+from ..reservoir import CONNECTION_ERRORS, db, mask_text, new_client
+from ..reservoir import redis_url as resolve_url
+from .collector import CollectorState
 from .node import collector as CollectorNode
 
 __all__ = ["CollectorManager", "STATUS_KEY", "published_status"]
@@ -99,11 +100,10 @@ class CollectorManager:
             raise ConfigError(msg)
         self.name = name
         where = "CollectorManager"
-        self.global_health_check_interval = check_seconds(
-            global_health_check_interval, "global_health_check_interval", where)
-        self.restart_delay = check_seconds(restart_delay, "restart_delay", where)
+        self.global_health_check_interval = check_seconds(global_health_check_interval, where, "global_health_check_interval")
+        self.restart_delay = check_seconds(restart_delay, where, "restart_delay")
         publish = redis_url is not None if publish_status is None else publish_status
-        self.publish_status = bool(publish)
+        self.publish_status = check_flag(publish, where, "publish_status")
         self._url = resolve_url(redis_url) if self.publish_status else None
         self.status_key = STATUS_KEY.format(name=name)
         self._entries: dict[str, _Entry] = {}
@@ -134,7 +134,7 @@ class CollectorManager:
             msg = (f"CollectorManager.add_collector: a collector named {name!r} is already "
                    f"managed by {self.name!r}; pass name=... to tell them apart")
             raise ConfigError(msg)
-        self._entries[name] = _Entry(node, bool(enabled))
+        self._entries[name] = _Entry(node, check_flag(enabled, "CollectorManager.add_collector", "enabled"))
         self._removed.discard(name)
         if enabled and self.running:
             node.start()

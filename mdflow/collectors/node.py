@@ -27,12 +27,17 @@ from streamz import Stream
 from streamz.sources import Source
 from websockets.exceptions import WebSocketException
 
-from ..base import node_name, on_current_loop
-from ..connection import CONNECTION_ERRORS
+from ..checks import check_flag, check_node_keywords, check_seconds
 from ..errors import ConfigError, describe
-from ..urls import mask_text
-from .collector import (Collector, CollectorState, DataSilence, FeedClosed, FeedError,
-                        check_seconds)
+from ..nodes import node_name, on_current_loop
+from ..reservoir import CONNECTION_ERRORS, mask_text
+from .collector import (
+    Collector,
+    CollectorState,
+    DataSilence,
+    FeedClosed,
+    FeedError,
+)
 
 __all__ = ["collector"]
 
@@ -123,9 +128,9 @@ class collector(Source):
                    f"got {describe(collector)}")
             raise ConfigError(msg)
         where = "collector"
-        self.heartbeat_interval = check_seconds(heartbeat_interval, "heartbeat_interval", where)
-        self.max_silence = check_seconds(max_silence, "max_silence", where)
-        self.connect_timeout = check_seconds(connect_timeout, "connect_timeout", where)
+        self.heartbeat_interval = check_seconds(heartbeat_interval, where, "heartbeat_interval")
+        self.max_silence = check_seconds(max_silence, where, "max_silence")
+        self.connect_timeout = check_seconds(connect_timeout, where, "connect_timeout")
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             msg = f"collector: max_restarts must be an int >= 0; got {describe(max_restarts)}"
             raise ConfigError(msg)
@@ -133,12 +138,12 @@ class collector(Source):
             msg = (f"collector: backoff must be a pair (initial, max) of seconds; "
                    f"got {describe(backoff)}")
             raise ConfigError(msg)
-        initial, cap = (check_seconds(v, "backoff", where) for v in backoff)
+        initial, cap = (check_seconds(v, where, "backoff") for v in backoff)
         if initial > cap:
             msg = f"collector: backoff initial ({initial:g}s) must not exceed max ({cap:g}s)"
             raise ConfigError(msg)
         self.collector = collector
-        self.auto_restart = bool(auto_restart)
+        self.auto_restart = check_flag(auto_restart, where, "auto_restart")
         self.max_restarts = max_restarts
         self.backoff = (initial, cap)
         self._backoff = EqualJitterBackoff(cap=cap, base=initial)
@@ -164,8 +169,9 @@ class collector(Source):
         # monotonic times the silence clock starts from (session start, end of a slow emit)
         self._session_mono: float | None = None
         self._emit_done_mono: float | None = None
+        check_node_keywords(self, kwargs)
         super().__init__(start=False, **on_current_loop(kwargs))
-        if start:
+        if check_flag(start, type(self).__name__, "start"):
             self.start()
 
     # --- public surface ---------------------------------------------------------------------

@@ -8,9 +8,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Iterable
 
-from ..errors import ConfigError, describe
+from ..checks import check_callable, check_seconds
 from ..marketdata import DataType
-from .collector import Collector, check_seconds
+from .collector import Collector
 
 __all__ = ["PollingCollector"]
 
@@ -59,15 +59,12 @@ class PollingCollector(Collector):
                  interval: float = 1.0, parse: Callable[[Any], Any] | None = None,
                  exchange: str = "polling"):
         where = type(self).__name__
-        if not callable(fetch):
-            msg = f"{where}: fetch must be a callable taking no arguments; got {describe(fetch)}"
-            raise ConfigError(msg)
-        if parse is not None and not callable(parse):
-            msg = f"{where}: parse must be a callable taking one result; got {describe(parse)}"
-            raise ConfigError(msg)
+        check_callable(fetch, where, "fetch", 0, "taking no arguments")
+        if parse is not None:
+            check_callable(parse, where, "parse", 1, "taking one result")
         super().__init__(exchange, symbols, data_types)
         self.fetch = fetch
-        self.interval = check_seconds(interval, "interval", where)
+        self.interval = check_seconds(interval, where, "interval")
         self._parse = parse
         self._is_async = inspect.iscoroutinefunction(fetch)
         self._executor: ThreadPoolExecutor | None = None

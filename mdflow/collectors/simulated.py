@@ -46,9 +46,10 @@ from typing import Any, Iterable
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from ..checks import check_seconds
 from ..errors import ConfigError, describe
 from ..marketdata import OHLCV, DataType, MarketDataPoint
-from .collector import check_seconds, check_symbols
+from .collector import check_symbols
 from .websocket import WebSocketCollector
 
 __all__ = ["SimulatedExchange", "SimulatedExchangeCollector"]
@@ -180,7 +181,7 @@ class SimulatedExchange:
             msg = (f"{where}: port must be an int in 0..65535 (0: pick a free one); "
                    f"got {describe(port)}")
             raise ConfigError(msg)
-        self.interval = check_seconds(interval, "interval", where)
+        self.interval = check_seconds(interval, where, "interval")
         self.seed = seed
         self.host = host
         self.port = port

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from ..checks import check_callable, check_flag
 from ..errors import ConfigError, describe
 from ..marketdata import DataType
 from .collector import Collector, FeedClosed
@@ -78,10 +79,8 @@ class WebSocketCollector(Collector):
             msg = (f"{where}: url must be a ws:// or wss:// address like "
                    f"'wss://stream.example.com/ws'; got {describe(url)}")
             raise ConfigError(msg)
-        if parse is not None and not callable(parse):
-            msg = (f"{where}: parse must be a callable taking one decoded message; "
-                   f"got {describe(parse)}")
-            raise ConfigError(msg)
+        if parse is not None:
+            check_callable(parse, where, "parse", 1, "taking one decoded message")
         if parse is None and type(self).parse_message is WebSocketCollector.parse_message:
             msg = (f"{where}: give parse=f(message) returning a MarketDataPoint/OHLCV/list/None, "
                    "or subclass and override parse_message")
@@ -93,7 +92,7 @@ class WebSocketCollector(Collector):
             raise ConfigError(msg)
         super().__init__(exchange or parts.hostname, symbols, data_types)
         self.url = url
-        self.decode_json = bool(decode_json)
+        self.decode_json = check_flag(decode_json, where, "decode_json")
         self._parse = parse
         self._subscribe_message = subscribe_message
         self._options: dict[str, Any] = {"open_timeout": open_timeout,

@@ -1,0 +1,167 @@
+"""The supervised source: a streamz ``Source`` whose run loop survives its own failures.
+
+A streamz ``Source`` whose ``run()`` raised cannot be restarted by
+``start()``; :class:`SupervisedSource` keeps supervision *inside* the loop:
+an exception in one cycle is logged with the node's name, counted, and the
+cycle is retried after a backoff, so the node never dies silently.
+
+Examples
+--------
+>>> class from_clock(SupervisedSource):                  # doctest: +SKIP
+...     async def _cycle(self):
+...         await self.emit_and_wait(time.time())
+...         await asyncio.sleep(1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+from streamz.sources import Source
+
+from ..checks import check_node_keywords
+from ..reservoir import CONNECTION_ERRORS, Backoff, mask_text
+from .emit import first_error, on_current_loop
+from .status import NodeStatus, node_name
+
+__all__ = ["SupervisedSource"]
+
+logger = logging.getLogger(__name__)
+
+
+class SupervisedSource(Source):
+    """A streamz source whose run loop survives its own failures.
+
+    Subclasses implement ``async _cycle()`` (one unit of work) and may
+    override ``_setup()`` / ``_teardown()``. ``start()`` and ``stop()`` are
+    idempotent; a stopped node can be started again.
+    """
+
+    _counters: tuple[str, ...] = ("emitted", "errors", "reconnects")
+    _backoff_base = 0.05
+    _backoff_cap = 5.0
+
+    def __init__(self, start: bool = False, **kwargs):
+        check_node_keywords(self, kwargs)
+        self._status = NodeStatus(self._counters)
+        self._generation = 0
+        self._task: asyncio.Task | None = None
+        self._waiting_on_graph = False
+        self._interrupted = False
+        self._backoff = Backoff(self._backoff_base, self._backoff_cap)
+        super().__init__(start=start, **on_current_loop(kwargs))
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the node's loop (no-op if it is running)."""
+        if not self.stopped:
+            return
+        self.stopped = False
+        self.started = True
+        self._generation += 1
+        self._status.state = "starting"
+        self.loop.add_callback(self.run)
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current cycle (prompt: cycles are short)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self._status.state = "stopping"
+        self.loop.add_callback(self._interrupt_graph_wait)
+
+    def _interrupt_graph_wait(self) -> None:
+        # A source waiting for a blocked graph would never see `stopped`: stop waiting.
+        # The element stays where it is; it is acknowledged only if the graph finishes it.
+        if self._waiting_on_graph and self._task is not None and not self._task.done():
+            self._interrupted = True
+            self._task.cancel()
+
+    async def run(self) -> None:
+        generation = self._generation
+        self._task = asyncio.current_task()
+        self._interrupted = False
+        self._status.started_at = time.time()
+        try:
+            while not self.stopped and generation == self._generation:
+                try:
+                    if self._status.state in ("starting", "reconnecting"):
+                        await self._setup()
+                        self._status.state = "running"
+                    await self._cycle()
+                    self._backoff.reset()
+                except asyncio.CancelledError:
+                    if self.stopped and self._interrupted:
+                        break  # stop() interrupted a wait on the graph
+                    raise
+                except CONNECTION_ERRORS as exc:
+                    await self._on_failure(exc, reconnect=True)
+                except Exception as exc:  # noqa: BLE001 - supervision: log, count, retry
+                    await self._on_failure(exc, reconnect=False)
+        finally:
+            if generation == self._generation:
+                try:
+                    await self._teardown()
+                finally:
+                    self._status.state = "stopped"
+
+    async def _on_failure(self, exc: BaseException, reconnect: bool) -> None:
+        self._status.error(exc)
+        delay = self._backoff.next_delay()
+        if reconnect:
+            self._status.incr("reconnects")
+            self._status.state = "reconnecting"
+            logger.warning("%s: Redis connection lost (%s); reconnect attempt %d in %.2fs",
+                           node_name(self), mask_text(str(exc)), self._backoff.failures, delay)
+        else:
+            logger.error("%s: error in run loop, retrying in %.2fs", node_name(self), delay,
+                         exc_info=exc)
+        await asyncio.sleep(delay)
+
+    async def _setup(self) -> None:
+        """Connect / subscribe. Called at start and after a connection failure."""
+
+    async def _cycle(self) -> None:
+        raise NotImplementedError
+
+    async def _teardown(self) -> None:
+        """Release resources when the loop ends."""
+
+    # --- helpers ---------------------------------------------------------------------------
+    async def emit_and_wait(self, x: Any, metadata: list[dict] | None = None,
+                            finished: Callable[[BaseException | None], None] | None = None) -> None:
+        """Emit ``x`` and wait until the graph's async work on it is done.
+
+        With ``finished``, asynchronous failures are passed to it (with
+        ``None`` on success) instead of raised, exactly once; if ``stop()``
+        interrupts the wait, ``finished`` runs later, when the graph really is
+        done. Exceptions raised synchronously by the graph always propagate.
+        """
+        futures = self._emit(x, metadata=metadata)
+        futures = [asyncio.ensure_future(f) for f in futures] if futures else []
+        if not futures:
+            if finished is not None:
+                finished(None)
+            return
+        self._waiting_on_graph = True
+        try:
+            await asyncio.wait(futures)
+        except asyncio.CancelledError:
+            if finished is not None:
+                later = asyncio.ensure_future(asyncio.wait(futures))
+                later.add_done_callback(lambda _: finished(first_error(futures)))
+            raise
+        finally:
+            self._waiting_on_graph = False
+        error = first_error(futures)
+        if finished is not None:
+            finished(error)
+        elif error is not None:
+            raise error
+
+    def status(self) -> dict[str, Any]:
+        """A plain dict: state, counters, last error (see each node for extras)."""
+        return self._status.as_dict()

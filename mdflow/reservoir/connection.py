@@ -1,0 +1,183 @@
+"""Redis clients: shared ``redis.asyncio`` clients on the loop, walrus for inspection.
+
+The hot path (nodes on the tornado/asyncio loop) uses :func:`client`, which
+returns one shared ``redis.asyncio.Redis`` per (URL, running event loop). Its
+connection pool hands every concurrent command its own connection, so a
+blocking ``XREADGROUP BLOCK`` does not hold up an ``XACK``.
+
+Transient connection failures are retried by redis-py itself (its ``Retry``
+with exponential backoff and jitter); nodes that must survive a Redis restart
+loop with :class:`Backoff`, built on the same redis-py backoff class.
+
+Examples
+--------
+>>> async def count(stream):                      # doctest: +SKIP
+...     return await client().xlen(stream)
+>>> db().Stream("ticks").length()                 # synchronous, for notebooks  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+
+import redis
+import redis.asyncio
+import walrus
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from ..errors import RedisUnavailable
+from .urls import mask_text, mask_url, redis_url
+
+__all__ = ["Backoff", "CONNECTION_ERRORS", "client", "db", "ensure_available", "new_client",
+           "wait_available"]
+
+logger = logging.getLogger(__name__)
+
+#: Exceptions that mean "Redis is (temporarily) unreachable", not "the command was wrong".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError,
+)
+
+_RETRIES = 3
+_SOCKET_CONNECT_TIMEOUT = 5.0
+_HEALTH_CHECK_INTERVAL = 30
+
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _client_kwargs() -> dict:
+    return dict(
+        socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
+        health_check_interval=_HEALTH_CHECK_INTERVAL,
+        client_name="mdflow",
+    )
+
+
+def new_client(url: str | None = None, **kwargs) -> redis.asyncio.Redis:
+    """Create a dedicated ``redis.asyncio.Redis`` (bytes in, bytes out).
+
+    Prefer :func:`client`; use this when a connection must not be shared
+    (e.g. a pub/sub subscription).
+    """
+    options = _client_kwargs()
+    options["retry"] = AsyncRetry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
+    options.update(kwargs)
+    return redis.asyncio.Redis.from_url(redis_url(url), **options)
+
+
+def client(url: str | None = None) -> redis.asyncio.Redis:
+    """Return the shared async client for ``url`` on the running event loop.
+
+    Must be called from a coroutine running on the loop that will use it.
+    """
+    loop = asyncio.get_running_loop()
+    resolved = redis_url(url)
+    per_loop = _clients.setdefault(loop, {})
+    found = per_loop.get(resolved)
+    if found is None:
+        found = per_loop[resolved] = new_client(resolved)
+    return found
+
+
+def db(url: str | None = None) -> walrus.Database:
+    """A synchronous walrus ``Database`` for inspection helpers and notebooks.
+
+    Never call it from a coroutine on the loop: it blocks.
+
+    Examples
+    --------
+    >>> mdb = db()                                  # doctest: +SKIP
+    >>> mdb.Stream("quotes").length()               # doctest: +SKIP
+    """
+    options = _client_kwargs()
+    options["retry"] = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
+    return walrus.Database.from_url(redis_url(url), **options)
+
+
+class Backoff:
+    """Exponential backoff with full jitter, for reconnect loops in nodes.
+
+    Wraps redis-py's :class:`redis.backoff.ExponentialWithJitterBackoff`.
+
+    Examples
+    --------
+    >>> b = Backoff(base=0.1, cap=2.0)
+    >>> 0 <= b.next_delay() <= 0.2
+    True
+    >>> b.failures
+    1
+    """
+
+    def __init__(self, base: float = 0.05, cap: float = 5.0):
+        self._backoff = ExponentialWithJitterBackoff(cap=cap, base=base)
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """Count one more failure and return how long to wait before the next try."""
+        self.failures += 1
+        return self._backoff.compute(self.failures)
+
+    def reset(self) -> None:
+        """Forget the failures (call after a success)."""
+        self.failures = 0
+
+
+def _unavailable(url: str, deadline: float, error: BaseException | None) -> RedisUnavailable:
+    why = mask_text(str(error)) if error is not None else "no answer"
+    msg = (f"Redis at {mask_url(url)} did not answer within {deadline:g}s ({why}). "
+           "Check that redis-server is running and reachable from here, that the host, port "
+           "or socket path is right, and the username/password if it uses ACLs; or unset "
+           "MDFLOW_REDIS_URL/REDIS_URL to use the embedded server.")
+    return RedisUnavailable(msg)
+
+
+class _Deadline:
+    """Backoff delays until a deadline; then :class:`RedisUnavailable`."""
+
+    def __init__(self, url: str, deadline: float):
+        self.url, self.deadline = url, deadline
+        self._end = time.monotonic() + deadline
+        self._backoff = Backoff(base=0.05, cap=1.0)
+
+    def delay_after(self, error: BaseException) -> float:
+        if isinstance(error, redis.AuthenticationError):
+            raise _unavailable(self.url, self.deadline, error) from error
+        delay = self._backoff.next_delay()
+        if time.monotonic() + delay > self._end:
+            raise _unavailable(self.url, self.deadline, error) from error
+        logger.debug("Redis at %s not ready (%s); retrying in %.2fs", mask_url(self.url),
+                     mask_text(str(error)), delay)
+        return delay
+
+
+async def wait_available(url: str | None = None, deadline: float = 10.0) -> redis.asyncio.Redis:
+    """PING until Redis answers; raise :class:`RedisUnavailable` after ``deadline`` seconds."""
+    resolved = redis_url(url)
+    conn = client(resolved)
+    retry = _Deadline(resolved, deadline)
+    while True:
+        try:
+            await conn.ping()
+            return conn
+        except CONNECTION_ERRORS + (redis.AuthenticationError,) as exc:
+            await asyncio.sleep(retry.delay_after(exc))
+
+
+def ensure_available(url: str | None = None, deadline: float = 10.0) -> walrus.Database:
+    """Synchronous twin of :func:`wait_available`; returns a walrus ``Database``."""
+    resolved = redis_url(url)
+    database = db(resolved)
+    retry = _Deadline(resolved, deadline)
+    while True:
+        try:
+            database.ping()
+            return database
+        except CONNECTION_ERRORS + (redis.AuthenticationError,) as exc:
+            time.sleep(retry.delay_after(exc))

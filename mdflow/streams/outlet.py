@@ -1,0 +1,460 @@
+"""The outlet: ``Stream.from_redis`` drains Redis streams through a consumer group.
+
+Delivery is at-least-once and exact about acknowledgement: every entry is
+emitted with a streamz ``RefCounter`` in its metadata, and the source holds a
+reference of its own across the awaited emit. The entry is XACKed only when
+the count reaches zero, i.e. when every downstream branch has finished with it
+(buffers, windows and zips hold their references while they hold the element;
+async nodes are awaited). Acks are idempotent and batched (:class:`Acker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Sequence
+
+import redis
+from streamz import RefCounter, Stream
+
+from ..checks import check_flag, check_positive, check_stream_id, check_text, check_topic
+from ..codecs import check_codec, decode_entry
+from ..errors import ConfigError, DecodeError, describe
+from ..nodes import SupervisedSource, node_name
+from ..record import Record
+from ..reservoir import client
+from ..reservoir import redis_url as resolve_url
+from .acks import Acker
+from .deadletter import DeadLetters
+
+__all__ = ["default_consumer_name", "from_redis"]
+
+logger = logging.getLogger(__name__)
+
+_RETRY_BASE = 0.2  # seconds before a failed entry is retried (doubles per delivery, capped)
+_RETRY_CAP = 5.0
+_METRICS_EVERY = 1.0
+_STALL_WARNING = 10.0
+
+
+class _Ref(RefCounter):
+    """A RefCounter that runs its callback at once instead of on the next loop turn.
+
+    The callback only queues the ack (the XACK itself is batched), so running it
+    synchronously is safe and saves one loop hop per entry.
+    """
+
+    def release(self, n: int = 1) -> None:
+        self.count -= n
+        if self.count <= 0 and self.cb is not None:
+            self.cb()
+
+
+def default_consumer_name() -> str:
+    """``host:program`` — stable across restarts, so a restarted process replays its backlog."""
+    program = os.path.splitext(os.path.basename(sys.argv[0] or "python"))[0] or "python"
+    return f"{socket.gethostname()}:{program}"
+
+
+@dataclass
+class _Entry:
+    topic: str
+    id: str
+    fields: dict
+    deliveries: int
+    failed: bool = False
+    retry_at: float = 0.0
+    ids: list = field(default_factory=list)  # batch mode: every (topic, id) in the batch
+
+
+@Stream.register_api(staticmethod)
+class from_redis(SupervisedSource):
+    """Outlet: read Redis streams through a consumer group and emit each entry.
+
+    Parameters
+    ----------
+    topics : str or list of str
+        The stream(s) to read.
+    group : str
+        Consumer group; created (with MKSTREAM) if missing, reused if it exists.
+    consumer : str, optional
+        Consumer name in the group; default ``host:program`` (see
+        :func:`default_consumer_name`). Give each of several concurrent
+        consumers of one group its own name.
+    start : bool
+        Start reading at once.
+    start_id : str
+        Where a *new* group starts: ``"$"`` (only new entries) or ``"0"`` (everything).
+    batch_size : int
+        Entries per XREADGROUP.
+    block : float
+        Seconds one XREADGROUP BLOCK waits for new data (also bounds how long ``stop()`` takes).
+    claim_idle : float
+        Entries pending longer than this in *other* (dead) consumers are claimed (XAUTOCLAIM).
+    max_deliveries : int
+        An entry delivered more often than this goes to the dead-letter stream.
+    dead_letter : str
+        Dead-letter stream name; ``{topic}`` is replaced by the source stream.
+    max_inflight : int
+        Most un-acked entries inside the graph; reading pauses at this many.
+        Must exceed what windows/buffers downstream hold at once.
+    meta : bool
+        Emit :class:`mdflow.Record` (topic, id, data, deliveries) instead of the payload.
+    codec : {"auto", "msgpack", "json", "fields"}
+        How entries are decoded; ``"auto"`` also reads foreign plain-field entries.
+    batch : bool
+        Emit one list per read (all entries of one XREADGROUP), acked as a unit.
+    redis_url : str, optional
+        Where Redis is (see :func:`mdflow.redis_url`).
+
+    Examples
+    --------
+    >>> from streamz import Stream
+    >>> source = Stream.from_redis("quotes", group="analytics")     # doctest: +SKIP
+    >>> source.map(lambda q: q["px"]).sink(print)                   # doctest: +SKIP
+    >>> source.start()                                              # doctest: +SKIP
+    """
+
+    _counters = ("read", "emitted", "acked", "dead_lettered", "failed", "claimed", "errors",
+                 "reconnects")
+    str_list = ["topics", "group", "consumer"]
+
+    def __init__(self, topics: str | Sequence[str], group: str = "mdflow",
+                 consumer: str | None = None, start: bool = False, start_id: str = "$",
+                 batch_size: int = 100, block: float = 0.5, claim_idle: float = 60.0,
+                 max_deliveries: int = 5, dead_letter: str = "{topic}:dead",
+                 max_inflight: int = 1000, meta: bool = False, codec: str = "auto",
+                 batch: bool = False, redis_url: str | None = None, **kwargs):
+        where = "from_redis"
+        if isinstance(topics, str):
+            topics = [topics]
+        if not isinstance(topics, (list, tuple)) or not topics:
+            msg = f"{where}: topics must be a str or a non-empty list of str; got {describe(topics)}"
+            raise ConfigError(msg)
+        self.topics = [check_topic(t, where, "topics[]") for t in topics]
+        self.group = check_text(group, where, "group", "a consumer group")
+        self.consumer = (default_consumer_name() if consumer is None
+                         else check_text(consumer, where, "consumer", "a consumer in the group"))
+        self.start_id = check_stream_id(start_id, where, "start_id")
+        self.batch_size = check_positive(batch_size, where, "batch_size", integer=True)
+        self.block = check_positive(block, where, "block")
+        self.claim_idle = check_positive(claim_idle, where, "claim_idle")
+        self.max_deliveries = check_positive(max_deliveries, where, "max_deliveries", integer=True)
+        self.max_inflight = check_positive(max_inflight, where, "max_inflight", integer=True)
+        if not isinstance(dead_letter, str) or not dead_letter:
+            msg = f"{where}: dead_letter must be a stream name (may use {{topic}}); got {describe(dead_letter)}"
+            raise ConfigError(msg)
+        self.dead_letter = dead_letter
+        self.meta = check_flag(meta, where, "meta")
+        self.batch = check_flag(batch, where, "batch")
+        self.codec = check_codec(codec, allow_auto=True, where=where)
+        self._url = resolve_url(redis_url)
+        self._label = ",".join(self.topics)
+        self._inflight: dict[tuple[str, str], _Entry] = {}
+        self._inflight_entries = 0  # entries, not units: a batch counts as all its entries
+        self._retry: dict[tuple[str, str], _Entry] = {}
+        self._capacity = asyncio.Event()
+        self._history_done: set[str] = set()
+        self._history_from: dict[str, str] = {}
+        self._next_claim = 0.0
+        self._metrics_task: asyncio.Future | None = None
+        self._metrics: dict[str, Any] = {"pending": None, "lag": None, "last_id": None}
+        super().__init__(start=False, **kwargs)
+        self._acker = Acker(self._url, self.group, node_name(self), self._status)
+        self._dead = DeadLetters(self._url, self.group, self.consumer, dead_letter, self._status)
+        if check_flag(start, type(self).__name__, "start"):
+            self.start()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def _setup(self) -> None:
+        conn = client(self._url)
+        for topic in self.topics:
+            await self._create_group(conn, topic, self.start_id)
+        # At start, and after a reconnect (a read whose reply was lost with the connection
+        # left entries in our pending list that we never saw), replay our own pending entries.
+        self._history_done.clear()
+        self._history_from = dict.fromkeys(self.topics, "0")
+
+    async def _create_group(self, conn, topic: str, start_id: str) -> None:
+        try:
+            await conn.xgroup_create(topic, self.group, id=start_id, mkstream=True)
+            logger.info("%s: created consumer group %r on %r at %s", node_name(self), self.group,
+                        topic, start_id)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _teardown(self) -> None:
+        await self._acker.drain(timeout=5)
+
+    # --- the loop --------------------------------------------------------------------------
+    async def _cycle(self) -> None:
+        if not await self._wait_for_capacity():
+            return
+        now = time.monotonic()
+        if self._metrics_task is None or self._metrics_task.done():
+            self._metrics_task = asyncio.ensure_future(self._metrics_loop())
+        if self._retry:
+            await self._retry_failed(now)
+        if now >= self._next_claim:
+            self._next_claim = now + min(self.claim_idle / 2, 5.0)
+            await self._claim_abandoned()
+        try:
+            if len(self._history_done) < len(self.topics):
+                await self._read_history()
+            else:
+                await self._read_new()
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the group (restarted without persistence, or someone deleted it):
+            # recreate it from the beginning of what the stream holds: at-least-once.
+            logger.warning("%s: consumer group %r vanished; recreating it at 0", node_name(self),
+                           self.group)
+            conn = client(self._url)
+            for topic in self.topics:
+                await self._create_group(conn, topic, "0")
+
+    async def _wait_for_capacity(self) -> bool:
+        waited = 0.0
+        while self._inflight_entries >= self.max_inflight and not self.stopped:
+            self._capacity.clear()
+            try:
+                await asyncio.wait_for(self._capacity.wait(), timeout=min(self.block, 1.0))
+            except asyncio.TimeoutError:
+                waited += min(self.block, 1.0)
+                if waited >= _STALL_WARNING and waited - min(self.block, 1.0) < _STALL_WARNING:
+                    logger.warning(
+                        "%s: %d entries in flight (max_inflight=%d) for %.0fs; reading is paused. "
+                        "If a window/buffer downstream holds more elements than max_inflight, "
+                        "raise max_inflight.", node_name(self), self._inflight_entries,
+                        self.max_inflight, waited)
+        return not self.stopped
+
+    def _room(self) -> int:
+        return max(1, min(self.batch_size, self.max_inflight - self._inflight_entries))
+
+    async def _read_history(self) -> None:
+        """Re-read this consumer's own pending entries (left by an earlier run)."""
+        conn = client(self._url)
+        streams = {t: self._history_from[t] for t in self.topics if t not in self._history_done}
+        reply = await conn.xreadgroup(self.group, self.consumer, streams, count=self._room())
+        entries = []
+        for topic_b, items in reply or []:
+            topic = topic_b.decode()
+            fresh = [(i.decode(), f) for i, f in items if not self._known(topic, i.decode())]
+            if not items:
+                self._history_done.add(topic)
+                continue
+            self._history_from[topic] = items[-1][0].decode()
+            counts = await self._delivery_counts(topic, [i for i, _ in fresh])
+            entries += [_Entry(topic, i, f or {}, counts.get(i, 1)) for i, f in fresh]
+        for topic in streams:
+            if not any(t.decode() == topic for t, _ in reply or []):
+                self._history_done.add(topic)
+        if entries:
+            logger.info("%s: replaying %d pending entr%s from an earlier run", node_name(self),
+                        len(entries), "y" if len(entries) == 1 else "ies")
+        await self._process(entries)
+
+    def _known(self, topic: str, entry_id: str) -> bool:
+        """Is this entry already inside the graph or waiting for a retry?"""
+        return (topic, entry_id) in self._inflight or (topic, entry_id) in self._retry
+
+    async def _read_new(self) -> None:
+        conn = client(self._url)
+        streams = dict.fromkeys(self.topics, ">")
+        reply = await conn.xreadgroup(self.group, self.consumer, streams, count=self._room(),
+                                      block=int(self.block * 1000))
+        entries = [_Entry(t.decode(), i.decode(), f or {}, 1)
+                   for t, items in reply or [] for i, f in items]
+        await self._process(entries)
+
+    async def _delivery_counts(self, topic: str, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        conn = client(self._url)
+        rows = await conn.xpending_range(topic, self.group, min=min(ids, key=_id_key),
+                                         max=max(ids, key=_id_key), count=len(ids) + 1000,
+                                         consumername=self.consumer)
+        return {r["message_id"].decode(): r["times_delivered"] for r in rows}
+
+    async def _claim_abandoned(self) -> None:
+        """XAUTOCLAIM entries idle longer than ``claim_idle`` (their consumer died)."""
+        conn = client(self._url)
+        min_idle = int(self.claim_idle * 1000)
+        for topic in self.topics:
+            reply = await conn.xautoclaim(topic, self.group, self.consumer, min_idle,
+                                          start_id="0-0", count=self._room())
+            items = [(i.decode(), f) for i, f in reply[1] if f is not None]
+            items = [(i, f) for i, f in items if not self._known(topic, i)]
+            if not items:
+                continue
+            self._status.incr("claimed", len(items))
+            logger.info("%s: claimed %d abandoned entr%s from %r", node_name(self), len(items),
+                        "y" if len(items) == 1 else "ies", topic)
+            counts = await self._delivery_counts(topic, [i for i, _ in items])
+            await self._process([_Entry(topic, i, f, counts.get(i, 1)) for i, f in items])
+
+    async def _retry_failed(self, now: float) -> None:
+        due = [e for e in self._retry.values() if e.retry_at <= now]
+        if not due:
+            return
+        conn = client(self._url)
+        for entry in due:
+            del self._retry[(entry.topic, entry.id)]
+        by_topic: dict[str, list[_Entry]] = {}
+        for entry in due:
+            by_topic.setdefault(entry.topic, []).append(entry)
+        for topic, entries in by_topic.items():
+            claimed = await conn.xclaim(topic, self.group, self.consumer, 0, [e.id for e in entries])
+            present = {i.decode() for i, f in claimed if f is not None}
+            again = []
+            for entry in entries:
+                if entry.id in present:
+                    again.append(_Entry(topic, entry.id, entry.fields, entry.deliveries + 1))
+                else:
+                    logger.warning("%s: entry %s of %r was trimmed before it could be retried",
+                                   node_name(self), entry.id, topic)
+            await self._process(again)
+
+    # --- processing ------------------------------------------------------------------------
+    async def _process(self, entries: list[_Entry]) -> None:
+        if not entries:
+            return
+        self._status.incr("read", len(entries))
+        self._metrics["last_id"] = entries[-1].id
+        good = []
+        for entry in entries:
+            if entry.deliveries > self.max_deliveries:
+                reason = (f"delivered {entry.deliveries} times, more than "
+                          f"max_deliveries={self.max_deliveries}")
+                await self._dead.send(entry.topic, entry.id, entry.fields, reason, entry.deliveries)
+                continue
+            try:
+                payload = decode_entry(entry.fields, self.codec, source=entry.topic,
+                                       entry_id=entry.id)
+            except DecodeError as exc:
+                logger.error("%s: %s; sending it to the dead-letter stream", node_name(self), exc)
+                await self._dead.send(entry.topic, entry.id, entry.fields, str(exc),
+                                      entry.deliveries)
+                continue
+            if self.meta:
+                payload = Record(entry.topic, payload, entry.id, entry.deliveries)
+            good.append((entry, payload))
+        if self.batch and good:
+            head = good[0][0]
+            unit = _Entry(head.topic, head.id, [e.fields for e, _ in good], head.deliveries,
+                          ids=[(e.topic, e.id) for e, _ in good])
+            await self._emit_one(unit, [p for _, p in good])
+        else:
+            for entry, payload in good:
+                await self._emit_one(entry, payload)
+
+    async def _emit_one(self, entry: _Entry, payload: Any) -> None:
+        key = (entry.topic, entry.id)
+        self._inflight[key] = entry
+        self._inflight_entries += len(entry.ids) or 1
+        # The source's own reference is held until the graph's async work on the element is
+        # done, because streamz 0.6.6's async sinks and rate_limit hold none while they work.
+        ref = _Ref(initial=1, cb=partial(self._finished, entry), loop=self.loop)
+        fail = partial(self._fail, entry)
+
+        def finished(error: BaseException | None) -> None:
+            if error is not None:
+                fail(error)
+            ref.release()
+
+        try:
+            await self.emit_and_wait(payload, [{"ref": ref, "fail": fail}], finished=finished)
+            self._status.incr("emitted")
+        except asyncio.CancelledError:
+            raise  # stop() interrupted the wait; `finished` runs when the graph is done
+        except Exception as exc:  # noqa: BLE001 - raised by user code: log, do not ack, retry
+            fail(exc)
+            ref.release()
+
+    def _fail(self, entry: _Entry, exc: BaseException) -> None:
+        """Processing failed (raised here, or reported later by an async node): no ack, retry."""
+        if entry.failed:
+            return
+        entry.failed = True
+        self._status.incr("failed")
+        self._status.error(exc)
+        logger.error("%s: processing entry %s of %r failed (delivery %d of %d); it will be "
+                     "redelivered", node_name(self), entry.id, entry.topic, entry.deliveries,
+                     self.max_deliveries, exc_info=exc)
+        key = (entry.topic, entry.id)
+        if self._inflight.get(key) is entry:
+            del self._inflight[key]
+            self._inflight_entries -= len(entry.ids) or 1
+        self._capacity.set()
+        members = [entry] if not entry.ids else [
+            _Entry(t, i, fields, entry.deliveries) for (t, i), fields in zip(entry.ids, entry.fields)]
+        for member in members:
+            member.retry_at = time.monotonic() + min(_RETRY_CAP, _RETRY_BASE * 2 ** member.deliveries)
+            self._retry[(member.topic, member.id)] = member
+
+    def _finished(self, entry: _Entry) -> None:
+        """RefCounter callback: every branch is done with the entry. Idempotent.
+
+        Bound to the entry object, not its id: a late callback from a failed
+        delivery must never acknowledge the retry that replaced it.
+        """
+        key = (entry.topic, entry.id)
+        if self._inflight.get(key) is not entry:
+            return
+        del self._inflight[key]
+        self._inflight_entries -= len(entry.ids) or 1
+        if entry.failed:
+            return
+        for topic, entry_id in entry.ids or [key]:
+            self._acker.ack(topic, entry_id)
+        self._capacity.set()
+
+    # --- status ----------------------------------------------------------------------------
+    async def _metrics_loop(self) -> None:
+        """Refresh pending/lag every second, independently of a read loop that may be busy."""
+        while not self.stopped:
+            try:
+                await self._refresh_metrics()
+            except Exception as exc:  # noqa: BLE001 - metrics are best effort; the reader reports
+                logger.debug("%s: could not refresh metrics: %s", node_name(self), exc)
+            await asyncio.sleep(_METRICS_EVERY)
+
+    async def _refresh_metrics(self) -> None:
+        conn = client(self._url)
+        pending = 0
+        lag: int | None = 0
+        for topic in self.topics:
+            groups = await conn.xinfo_groups(topic)
+            info = next((g for g in groups if g["name"].decode() == self.group), None)
+            if info is None:
+                continue
+            pending += int(info.get("pending", 0))
+            if info.get("lag") is not None and lag is not None:
+                lag += int(info["lag"])
+            elif lag is not None:  # Redis < 7 reports no lag: count what is after last-delivered
+                last = info["last-delivered-id"].decode()
+                after = await conn.xrange(topic, min="(" + last, count=10_000)
+                lag += len(after)
+        self._metrics["pending"] = pending
+        self._metrics["lag"] = lag
+
+    def status(self) -> dict[str, Any]:
+        """State; counts read/emitted/acked/dead_lettered/failed/claimed/errors/reconnects;
+        ``inflight``, group ``pending`` and ``lag`` (refreshed every second), ``last_id``."""
+        return self._status.as_dict(
+            topics=list(self.topics), group=self.group, consumer=self.consumer,
+            inflight=self._inflight_entries, retrying=len(self._retry), **self._metrics)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
