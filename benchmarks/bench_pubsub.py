@@ -40,12 +40,11 @@ from streamz import Stream
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import mdflow  # noqa: E402
-import mdflow.pubsub  # noqa: E402,F401 - registers from_pubsub, scanner, scan
-from mdflow.codecs import decode_message, encode_message  # noqa: E402
-from mdflow.analyzers import Analyzer, AnalyzerResult  # noqa: E402
-from mdflow.reservoir import RedisServer  # noqa: E402
-
+import mdflow
+import mdflow.pubsub
+from mdflow.analyzers import Analyzer, AnalyzerResult
+from mdflow.codecs import decode_message, encode_message
+from mdflow.reservoir import RedisServer
 
 
 def tick(n: int) -> dict:
@@ -58,14 +57,15 @@ def publish_burst(url: str, channel: str, total: int) -> None:
     payloads = [encode_message(tick(n)) for n in range(total)]
     for start in range(0, total, 1000):
         pipe = conn.pipeline(transaction=False)
-        for payload in payloads[start:start + 1000]:
+        for payload in payloads[start : start + 1000]:
             pipe.publish(channel, payload)
         pipe.execute()
     conn.close()
 
 
-def publish_paced(url: str, channel: str, count: int, rate: float, silence: float,
-                  silences: int) -> None:
+def publish_paced(
+    url: str, channel: str, count: int, rate: float, silence: float, silences: int
+) -> None:
     """``count`` messages at ``rate``/s; then ``silences`` times: a silence, one message."""
     conn = redis.Redis.from_url(url)
     interval = 1.0 / rate
@@ -178,8 +178,14 @@ class Trivial(Analyzer):
     async def analyze(self, data):
         if not self.gate.event.is_set():
             await self.gate.event.wait()
-        return [AnalyzerResult(data, cache_key=f"bench:last:{data['symbol']}", cache_ttl=60,
-                               publish_key="bench:scanner-out")]
+        return [
+            AnalyzerResult(
+                data,
+                cache_key=f"bench:last:{data['symbol']}",
+                cache_ttl=60,
+                publish_key="bench:scanner-out",
+            )
+        ]
 
 
 async def scanner_rate(url: str, channel: str, total: int) -> float:
@@ -203,8 +209,9 @@ async def stop(node) -> None:
 
 
 # --- latency -----------------------------------------------------------------------------------
-async def raw_latency(url: str, channel: str, count: int, rate: float, silence: float,
-                      silences: int):
+async def raw_latency(
+    url: str, channel: str, count: int, rate: float, silence: float, silences: int
+):
     conn = redis.asyncio.Redis.from_url(url)
     pubsub = conn.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(channel)
@@ -223,8 +230,9 @@ async def raw_latency(url: str, channel: str, count: int, rate: float, silence: 
     return np.array(steady) * 1000, np.array(quiet) * 1000
 
 
-async def from_pubsub_latency(url: str, channel: str, count: int, rate: float, silence: float,
-                              silences: int):
+async def from_pubsub_latency(
+    url: str, channel: str, count: int, rate: float, silence: float, silences: int
+):
     source = Stream.from_pubsub(channel, redis_url=url, asynchronous=True)
     steady, quiet = [], []
     source.sink(lambda m: (quiet if m["quiet"] else steady).append(time.monotonic() - m["t"]))
@@ -253,24 +261,31 @@ def main() -> None:
     lat_count, silence, silences = (500, 1.0, 2) if args.quick else (5_000, 5.0, 3)
     rate = 1_000
     directory = tempfile.mkdtemp(prefix="mdflow-bench-")
-    server = RedisServer(port=0, unixsocket=os.path.join(directory, "r.sock"), directory=directory,
-                         extra_args=("--client-output-buffer-limit", "pubsub", "0", "0", "0"))
+    server = RedisServer(
+        port=0,
+        unixsocket=os.path.join(directory, "r.sock"),
+        directory=directory,
+        extra_args=("--client-output-buffer-limit", "pubsub", "0", "0", "0"),
+    )
     server.start()
     url = server.url
     r: dict[str, float] = {}
     try:
-        cases = {"raw_listen_per_s": lambda: raw_rate(url, "bench:raw", total, decode=False),
-                 "raw_listen_decode_per_s": lambda: raw_rate(url, "bench:raw", total, decode=True),
-                 "from_pubsub_per_s": lambda: from_pubsub_rate(url, "bench:mdflow", total),
-                 "scanner_per_s": lambda: scanner_rate(url, "bench:scan", min(total, 20_000))}
+        cases = {
+            "raw_listen_per_s": lambda: raw_rate(url, "bench:raw", total, decode=False),
+            "raw_listen_decode_per_s": lambda: raw_rate(url, "bench:raw", total, decode=True),
+            "from_pubsub_per_s": lambda: from_pubsub_rate(url, "bench:mdflow", total),
+            "scanner_per_s": lambda: scanner_rate(url, "bench:scan", min(total, 20_000)),
+        }
         for _ in range(args.repeat):  # interleaved rounds, best of each: the machine drifts
             for key, case in cases.items():
                 r[key] = max(r.get(key, 0.0), asyncio.run(case()))
         for name, case in (("raw", raw_latency), ("from_pubsub", from_pubsub_latency)):
-            steady, quiet = asyncio.run(case(url, f"bench:lat-{name}", lat_count, rate, silence,
-                                             silences))
+            steady, quiet = asyncio.run(
+                case(url, f"bench:lat-{name}", lat_count, rate, silence, silences)
+            )
             r[f"{name}_p50_ms"], r[f"{name}_p99_ms"] = pct(steady, 50), pct(steady, 99)
-            r[f"{name}_first_after_silence_ms"] = pct(quiet, 50)   # median over the silences
+            r[f"{name}_first_after_silence_ms"] = pct(quiet, 50)  # median over the silences
             r[f"{name}_max_after_silence_ms"] = round(float(quiet.max()), 3)
     finally:
         server.cleanup()
@@ -282,25 +297,44 @@ def main() -> None:
         "from_pubsub_vs_raw": round(r["from_pubsub_per_s"] / raw, 3),
         "scanner_vs_raw_decode": round(r["scanner_per_s"] / raw_decode, 3),
     }
-    print(f"mdflow {mdflow.__version__}, redis-server {server.version}; rates: {total} messages "
-          f"per case (scanner {min(total, 20_000)}), best of {args.repeat}; latency: {lat_count} "
-          f"at {rate}/s; then {silences} x ({silence:g}s of silence, 1 message)")
+    print(
+        f"mdflow {mdflow.__version__}, redis-server {server.version}; rates: {total} messages "
+        f"per case (scanner {min(total, 20_000)}), best of {args.repeat}; latency: {lat_count} "
+        f"at {rate}/s; then {silences} x ({silence:g}s of silence, 1 message)"
+    )
     print(f"{'receive rate':52s} {'msg/s':>10s}")
-    for label, key in (("raw PubSub.listen()", "raw_listen_per_s"),
-                       ("raw PubSub.listen() + decode_message", "raw_listen_decode_per_s"),
-                       ("from_pubsub -> sink", "from_pubsub_per_s"),
-                       ("scanner (trivial analyzer: SET EX + PUBLISH)", "scanner_per_s")):
+    for label, key in (
+        ("raw PubSub.listen()", "raw_listen_per_s"),
+        ("raw PubSub.listen() + decode_message", "raw_listen_decode_per_s"),
+        ("from_pubsub -> sink", "from_pubsub_per_s"),
+        ("scanner (trivial analyzer: SET EX + PUBLISH)", "scanner_per_s"),
+    ):
         print(f"{label:52s} {r[key]:10,.0f}")
-    print(f"{'latency @ 1000/s (ms)':40s} {'p50':>8s} {'p99':>8s} {'after silence':>14s} "
-          f"{'(max)':>7s}")
+    print(
+        f"{'latency @ 1000/s (ms)':40s} {'p50':>8s} {'p99':>8s} {'after silence':>14s} "
+        f"{'(max)':>7s}"
+    )
     for label, name in (("raw PubSub.listen()", "raw"), ("from_pubsub -> sink", "from_pubsub")):
         quiet, quiet_max = r[f"{name}_first_after_silence_ms"], r[f"{name}_max_after_silence_ms"]
-        print(f"{label:40s} {r[f'{name}_p50_ms']:8.3f} {r[f'{name}_p99_ms']:8.3f} "
-              f"{quiet:14.3f} {quiet_max:7.3f}")
+        print(
+            f"{label:40s} {r[f'{name}_p50_ms']:8.3f} {r[f'{name}_p99_ms']:8.3f} "
+            f"{quiet:14.3f} {quiet_max:7.3f}"
+        )
     for key, value in ratio.items():
         print(f"ratio {key:46s} {value:8.3f}")
-    print(json.dumps({"bench": "pubsub", "messages": total, "latency_messages": lat_count,
-                      "silence_s": silence, "silences": silences, **r, **ratio}))
+    print(
+        json.dumps(
+            {
+                "bench": "pubsub",
+                "messages": total,
+                "latency_messages": lat_count,
+                "silence_s": silence,
+                "silences": silences,
+                **r,
+                **ratio,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
@@ -309,7 +343,6 @@ if __name__ == "__main__":
         if mode == "burst":
             publish_burst(url, channel, int(rest[0]))
         else:
-            publish_paced(url, channel, int(rest[0]), float(rest[1]), float(rest[2]),
-                          int(rest[3]))
+            publish_paced(url, channel, int(rest[0]), float(rest[1]), float(rest[2]), int(rest[3]))
     else:
         main()

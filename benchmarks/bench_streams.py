@@ -33,9 +33,9 @@ from tornado.ioloop import IOLoop
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import mdflow  # noqa: E402  (registers the nodes)
-from mdflow.codecs import decode_entry, encode_entry  # noqa: E402
-from mdflow.reservoir import RedisServer  # noqa: E402
+import mdflow
+from mdflow.codecs import decode_entry, encode_entry
+from mdflow.reservoir import RedisServer
 
 
 def tick(n: int) -> dict:
@@ -65,7 +65,7 @@ async def raw_consumer(url: str, topic: str, total: int) -> float:
         for _, items in reply:
             for entry_id, fields in items:
                 msg = decode_entry(fields)
-                if msg["qty"] > 0:          # the same map + filter work as the mdflow graph
+                if msg["qty"] > 0:  # the same map + filter work as the mdflow graph
                     kept += msg["px"] * 2 > 0
                 ids.append(entry_id)
         await conn.xack(topic, "raw", *ids)
@@ -77,17 +77,28 @@ async def raw_consumer(url: str, topic: str, total: int) -> float:
 
 # --- 2. mdflow consumer ------------------------------------------------------------------------
 async def mdflow_consumer(url: str, topic: str, total: int, batch: bool = False) -> float:
-    source = Stream.from_redis(topic, group="mdflow-batch" if batch else "mdflow", consumer="c",
-                               start_id="0", batch_size=100, max_inflight=10_000, batch=batch,
-                               redis_url=url, asynchronous=True)
+    source = Stream.from_redis(
+        topic,
+        group="mdflow-batch" if batch else "mdflow",
+        consumer="c",
+        start_id="0",
+        batch_size=100,
+        max_inflight=10_000,
+        batch=batch,
+        redis_url=url,
+        asynchronous=True,
+    )
     count = [0]
     if batch:
+
         def consume(msgs):
             count[0] += sum(1 for m in msgs if m["qty"] > 0 and m["px"] * 2 > 0)
+
         source.sink(consume)
     else:
         source.map(lambda m: m["px"] * 2).filter(lambda px: px > 0).sink(
-            lambda _: count.__setitem__(0, count[0] + 1))
+            lambda _: count.__setitem__(0, count[0] + 1)
+        )
     began = time.perf_counter()
     source.start()
     while source.status()["acked"] < total:
@@ -112,12 +123,12 @@ async def seed_pattern(url: str, topic: str, total: int) -> float:
     got = source.map(lambda m: m).sink_to_list()
     began = time.perf_counter()
     while len(got) < total:
-        batch = group.read(count=1)   # the seed reads and emits one entry at a time
+        batch = group.read(count=1)  # the seed reads and emits one entry at a time
         if not batch:
             await asyncio.sleep(0.1)
             continue
         for _, items in batch:
-            for entry_id, fields in items:
+            for _entry_id, fields in items:
                 await source.emit(decode_entry(fields))
     elapsed = time.perf_counter() - began
     return len(got) / elapsed
@@ -182,8 +193,9 @@ async def produce(mode: str, url: str, topic: str, rate: int, count: int) -> Non
 
 
 def start_producer(mode: str, url: str, topic: str, rate: int, count: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--produce", mode, url, topic, str(rate),
-                             str(count)])
+    return subprocess.Popen(
+        [sys.executable, __file__, "--produce", mode, url, topic, str(rate), str(count)]
+    )
 
 
 async def raw_latency(url: str, topic: str, rate: int, count: int) -> np.ndarray:
@@ -214,8 +226,9 @@ async def mdflow_latency(url: str, topic: str, rate: int, count: int) -> np.ndar
     await conn.delete(topic)
     await conn.aclose()
     lat: list[float] = []
-    source = Stream.from_redis(topic, group="lat", consumer="c", start_id="$", block=1.0,
-                               redis_url=url, asynchronous=True)
+    source = Stream.from_redis(
+        topic, group="lat", consumer="c", start_id="$", block=1.0, redis_url=url, asynchronous=True
+    )
     source.sink(lambda m: lat.append(time.time() - m["t"]))
     source.start()
     while source.status()["state"] != "running":
@@ -257,7 +270,7 @@ def pct(a: np.ndarray, q: float) -> float:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--produce":   # the producer process of a latency case
+    if len(sys.argv) > 1 and sys.argv[1] == "--produce":  # the producer process of a latency case
         mode, url, topic, rate, count = sys.argv[2:7]
         asyncio.run(produce(mode, url, topic, int(rate), int(count)))
         return
@@ -278,7 +291,8 @@ def main() -> None:
         results["raw_consume_per_s"] = asyncio.run(raw_consumer(url, "bench:in", total))
         results["mdflow_consume_per_s"] = asyncio.run(mdflow_consumer(url, "bench:in", total))
         results["mdflow_batch_consume_per_s"] = asyncio.run(
-            mdflow_consumer(url, "bench:in", total, batch=True))
+            mdflow_consumer(url, "bench:in", total, batch=True)
+        )
         fill(url, "bench:seed", seed_total)
         results["seed_consume_per_s"] = asyncio.run(seed_pattern(url, "bench:seed", seed_total))
         results["raw_produce_per_s"] = asyncio.run(raw_producer(url, "bench:out-raw", total))
@@ -286,8 +300,14 @@ def main() -> None:
         for rate in (1_000, 10_000):
             raw = asyncio.run(raw_latency(url, f"bench:lat-raw-{rate}", rate, lat_count))
             mdf = asyncio.run(mdflow_latency(url, f"bench:lat-{rate}", rate, lat_count))
-            results[f"raw_p50_ms_{rate}"], results[f"raw_p99_ms_{rate}"] = pct(raw, 50), pct(raw, 99)
-            results[f"mdflow_p50_ms_{rate}"], results[f"mdflow_p99_ms_{rate}"] = pct(mdf, 50), pct(mdf, 99)
+            results[f"raw_p50_ms_{rate}"], results[f"raw_p99_ms_{rate}"] = (
+                pct(raw, 50),
+                pct(raw, 99),
+            )
+            results[f"mdflow_p50_ms_{rate}"], results[f"mdflow_p99_ms_{rate}"] = (
+                pct(mdf, 50),
+                pct(mdf, 99),
+            )
     finally:
         server.cleanup()
 
@@ -300,20 +320,26 @@ def main() -> None:
     }
     print(f"mdflow {mdflow.__version__}, redis-server {server.version}, {total} entries per case")
     print(f"{'case':48s} {'rate /s':>12s}")
-    rows = [("1. raw XREADGROUP COUNT 100 + batched XACK", "raw_consume_per_s"),
-            ("2. from_redis -> map -> filter -> sink", "mdflow_consume_per_s"),
-            ("2b. from_redis(batch=True) -> sink", "mdflow_batch_consume_per_s"),
-            ("5. seed pattern (walrus read() on the loop)", "seed_consume_per_s"),
-            ("3. raw pipelined XADD x1000", "raw_produce_per_s"),
-            ("3. from_iterable -> to_redis", "mdflow_produce_per_s")]
+    rows = [
+        ("1. raw XREADGROUP COUNT 100 + batched XACK", "raw_consume_per_s"),
+        ("2. from_redis -> map -> filter -> sink", "mdflow_consume_per_s"),
+        ("2b. from_redis(batch=True) -> sink", "mdflow_batch_consume_per_s"),
+        ("5. seed pattern (walrus read() on the loop)", "seed_consume_per_s"),
+        ("3. raw pipelined XADD x1000", "raw_produce_per_s"),
+        ("3. from_iterable -> to_redis", "mdflow_produce_per_s"),
+    ]
     for label, key in rows:
         print(f"{label:48s} {r[key]:12,.0f}")
     print(f"{'latency':48s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for rate in (1_000, 10_000):
-        print(f"{f'4. raw XADD | XREADGROUP BLOCK @ {rate}/s':48s} "
-              f"{r[f'raw_p50_ms_{rate}']:8.3f} {r[f'raw_p99_ms_{rate}']:8.3f}")
-        print(f"{f'4. to_redis | from_redis -> sink @ {rate}/s':48s} "
-              f"{r[f'mdflow_p50_ms_{rate}']:8.3f} {r[f'mdflow_p99_ms_{rate}']:8.3f}")
+        print(
+            f"{f'4. raw XADD | XREADGROUP BLOCK @ {rate}/s':48s} "
+            f"{r[f'raw_p50_ms_{rate}']:8.3f} {r[f'raw_p99_ms_{rate}']:8.3f}"
+        )
+        print(
+            f"{f'4. to_redis | from_redis -> sink @ {rate}/s':48s} "
+            f"{r[f'mdflow_p50_ms_{rate}']:8.3f} {r[f'mdflow_p99_ms_{rate}']:8.3f}"
+        )
     for key, value in ratio.items():
         print(f"ratio {key:42s} {value:8.3f}")
     print(json.dumps({"bench": "streams", "entries": total, **r, **ratio}))

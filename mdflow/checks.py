@@ -37,11 +37,11 @@ __all__ = [
     "check_callable",
     "check_flag",
     "check_keywords",
-    "check_node_keywords",
     "check_list_max",
     "check_maxlen",
     "check_name",
     "check_names",
+    "check_node_keywords",
     "check_positive",
     "check_seconds",
     "check_stream_id",
@@ -101,8 +101,9 @@ def check_names(values: Any, where: str, param: str, example: str = "") -> list[
     return list(dict.fromkeys(names))
 
 
-def check_positive(value: Any, where: str, param: str, *, integer: bool = False,
-                   allow_none: bool = False) -> Any:
+def check_positive(
+    value: Any, where: str, param: str, *, integer: bool = False, allow_none: bool = False
+) -> Any:
     """A finite number > 0 (an int > 0 with ``integer=True``); bools, nan and inf are refused.
 
     Examples
@@ -115,8 +116,12 @@ def check_positive(value: Any, where: str, param: str, *, integer: bool = False,
     if value is None and allow_none:
         return None
     kinds = (int,) if integer else (int, float)
-    if (not isinstance(value, kinds) or isinstance(value, bool) or not math.isfinite(value)
-            or not value > 0):
+    if (
+        not isinstance(value, kinds)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not value > 0
+    ):
         kind = "a positive int" if integer else "a positive number"
         raise _fail(where, param, kind + (" or None" if allow_none else ""), value)
     return value
@@ -171,11 +176,17 @@ got <function <lambda> at 0x...> (function); it requires 1 argument(s): x
     try:
         signature.bind(*range(nargs))
     except TypeError:
-        required = [p.name for p in signature.parameters.values()
-                    if p.default is p.empty
-                    and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        detail = (f"; it requires {len(required)} argument(s): {', '.join(required)}"
-                  if len(required) > nargs else f"; it does not accept {nargs} argument(s)")
+        required = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        detail = (
+            f"; it requires {len(required)} argument(s): {', '.join(required)}"
+            if len(required) > nargs
+            else f"; it does not accept {nargs} argument(s)"
+        )
         raise _fail(where, param, f"a callable {takes}", func, detail) from None
     return func
 
@@ -190,13 +201,20 @@ def check_stream_id(value: Any, where: str, param: str) -> str:
     """
     if isinstance(value, str) and (value == "$" or _ENTRY_ID.fullmatch(value)):
         return value
-    raise _fail(where, param, "'$', '0' or an entry id", value,
-                " (an entry id is '<ms>' or '<ms>-<seq>', e.g. '1700000000000-0')")
+    raise _fail(
+        where,
+        param,
+        "'$', '0' or an entry id",
+        value,
+        " (an entry id is '<ms>' or '<ms>-<seq>', e.g. '1700000000000-0')",
+    )
 
 
 def check_maxlen(maxlen: Any, where: str) -> int | None:
     """None (keep everything) or a positive int (trim the stream to about that many)."""
-    if maxlen is not None and (not isinstance(maxlen, int) or isinstance(maxlen, bool) or maxlen < 1):
+    if maxlen is not None and (
+        not isinstance(maxlen, int) or isinstance(maxlen, bool) or maxlen < 1
+    ):
         raise _fail(where, "maxlen", "None (keep everything) or a positive int", maxlen)
     return maxlen
 
@@ -206,8 +224,12 @@ def check_name(value: Any, where: str, param: str, what: str) -> str | Callable[
     if callable(value):
         return value
     if not isinstance(value, str) or not value:
-        raise _fail(where, param, f"a non-empty str naming a {what}, or a function of the "
-                    "element returning one", value)
+        raise _fail(
+            where,
+            param,
+            f"a non-empty str naming a {what}, or a function of the element returning one",
+            value,
+        )
     return value
 
 
@@ -225,8 +247,12 @@ def check_list_max(list_max: Any, where: str, param: str = "list_max") -> int | 
     if list_max is None:
         return None
     if not isinstance(list_max, int) or isinstance(list_max, bool) or list_max < 1:
-        raise _fail(where, param, "None (store a plain value) or a positive int (keep the "
-                    "newest N entries of a list)", list_max)
+        raise _fail(
+            where,
+            param,
+            "None (store a plain value) or a positive int (keep the newest N entries of a list)",
+            list_max,
+        )
     return list_max
 
 
@@ -248,20 +274,25 @@ def check_keywords(kwargs: dict[str, Any], where: str, accepted: Iterable[str]) 
     for name in kwargs:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else (
-                f"; it accepts {', '.join(sorted(known))}")
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else (f"; it accepts {', '.join(sorted(known))}")
+            )
             raise ConfigError(f"{where}: unexpected keyword argument {name!r}{hint}")
 
 
 def check_node_keywords(node: object, kwargs: dict[str, Any]) -> None:
-    """:func:`check_keywords` for a node: what is left of ``kwargs`` once its ``__init__`` took its own."""
+    """:func:`check_keywords` for a node, on the ``kwargs`` its ``__init__`` did not take."""
     where = type(node).__name__
     check_keywords(kwargs, where, accepted_keywords(type(node).__init__))
 
 
 def _stream_keywords() -> set[str]:
     params = inspect.signature(Stream.__init__).parameters.values()
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {
+        "self"
+    }
 
 
 def accepted_keywords(func: Callable[..., Any]) -> list[str]:

@@ -95,7 +95,7 @@ class DecodeError(MdflowError, ValueError):
         prefix = "cannot decode " + (" ".join(where) if where else "payload")
         super().__init__(f"{prefix}: {reason}")
 
-    def at(self, source: str | None, entry_id: str | None = None) -> "DecodeError":
+    def at(self, source: str | None, entry_id: str | None = None) -> DecodeError:
         """Return a copy of this error that names where the bytes came from."""
         err = DecodeError(self.reason, source=source, entry_id=entry_id)
         err.__cause__ = self.__cause__

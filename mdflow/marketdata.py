@@ -33,18 +33,31 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from .errors import ValidationError, describe
 
-__all__ = ["DataType", "MarketDataPoint", "OHLCV", "TIMEFRAMES", "WIRE_TYPES", "to_utc"]
+__all__ = ["OHLCV", "TIMEFRAMES", "WIRE_TYPES", "DataType", "MarketDataPoint", "to_utc"]
 
 #: Candle timeframes OHLCV accepts.
-TIMEFRAMES: tuple[str, ...] = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h",
-                               "1d", "1w")
+TIMEFRAMES: tuple[str, ...] = (
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "12h",
+    "1d",
+    "1w",
+)
 
 
 class DataType(str, enum.Enum):
@@ -81,8 +94,10 @@ def to_utc(value: Any, field_name: str = "timestamp", owner: str = "record") -> 
     where = f"{owner}.{field_name}"
     if isinstance(value, datetime):
         if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-            msg = (f"{where} must be timezone-aware; got naive {value.isoformat()!r}. "
-                   "Use datetime.now(timezone.utc) or .replace(tzinfo=timezone.utc) if it is UTC.")
+            msg = (
+                f"{where} must be timezone-aware; got naive {value.isoformat()!r}. "
+                "Use datetime.now(timezone.utc) or .replace(tzinfo=timezone.utc) if it is UTC."
+            )
             raise ValidationError(msg, field=field_name, value=value)
         if type(value) is not datetime and hasattr(value, "to_pydatetime"):
             value = value.to_pydatetime()  # pandas.Timestamp -> plain datetime, equal on the wire
@@ -99,8 +114,10 @@ def to_utc(value: Any, field_name: str = "timestamp", owner: str = "record") -> 
             msg = f"{where} must be an ISO-8601 time like '2024-01-01T00:00:00Z'; got {value!r}"
             raise ValidationError(msg, field=field_name, value=value) from None
         return to_utc(parsed, field_name, owner)
-    msg = (f"{where} must be an aware datetime, epoch seconds or an ISO-8601 str; "
-           f"got {describe(value)}")
+    msg = (
+        f"{where} must be an aware datetime, epoch seconds or an ISO-8601 str; "
+        f"got {describe(value)}"
+    )
     raise ValidationError(msg, field=field_name, value=value)
 
 
@@ -198,11 +215,16 @@ class MarketDataPoint:
 
     def __mdflow_encode__(self) -> dict[str, Any]:
         """Plain values for the codecs (the data type as its str value)."""
-        return {"exchange": self.exchange, "symbol": self.symbol, "timestamp": self.timestamp,
-                "data_type": self.data_type.value, "data": dict(self.data)}
+        return {
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "timestamp": self.timestamp,
+            "data_type": self.data_type.value,
+            "data": dict(self.data),
+        }
 
     @classmethod
-    def __mdflow_decode__(cls, state: Mapping[str, Any]) -> "MarketDataPoint":
+    def __mdflow_decode__(cls, state: Mapping[str, Any]) -> MarketDataPoint:
         """Rebuild a point from what :meth:`__mdflow_encode__` returned."""
         s = _state(state, cls, ("exchange", "symbol", "timestamp", "data_type", "data"))
         return cls(s["exchange"], s["symbol"], s["timestamp"], s["data_type"], s["data"])
@@ -265,8 +287,10 @@ class OHLCV:
         owner = "OHLCV"
         _text(self.symbol, "symbol", owner)
         if self.timeframe not in TIMEFRAMES:
-            msg = (f"{owner}.timeframe must be one of {', '.join(TIMEFRAMES)}; "
-                   f"got {describe(self.timeframe)}")
+            msg = (
+                f"{owner}.timeframe must be one of {', '.join(TIMEFRAMES)}; "
+                f"got {describe(self.timeframe)}"
+            )
             raise ValidationError(msg, field="timeframe", value=self.timeframe)
         object.__setattr__(self, "timestamp", to_utc(self.timestamp, "timestamp", owner))
         for name in ("open", "high", "low", "close", "volume"):
@@ -288,26 +312,49 @@ class OHLCV:
             msg = f"{owner}.volume must be >= 0; got {self.volume}"
             raise ValidationError(msg, field="volume", value=self.volume)
         count = self.trades_count
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
-                                  or count < 0):
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 0
+        ):
             msg = f"{owner}.trades_count must be None or an int >= 0; got {describe(count)}"
             raise ValidationError(msg, field="trades_count", value=count)
 
     def __mdflow_encode__(self) -> dict[str, Any]:
         """Plain values for the codecs (prices stay ``Decimal``)."""
-        return {"symbol": self.symbol, "timeframe": self.timeframe, "timestamp": self.timestamp,
-                "open": self.open, "high": self.high, "low": self.low, "close": self.close,
-                "volume": self.volume, "trades_count": self.trades_count}
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "timestamp": self.timestamp,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "trades_count": self.trades_count,
+        }
 
     @classmethod
-    def __mdflow_decode__(cls, state: Mapping[str, Any]) -> "OHLCV":
+    def __mdflow_decode__(cls, state: Mapping[str, Any]) -> OHLCV:
         """Rebuild a candle from what :meth:`__mdflow_encode__` returned."""
-        s = _state(state, cls, ("symbol", "timeframe", "timestamp", "open", "high", "low",
-                                "close", "volume"))
-        return cls(s["symbol"], s["timeframe"], s["timestamp"], s["open"], s["high"], s["low"],
-                   s["close"], s["volume"], s.get("trades_count"))
+        s = _state(
+            state,
+            cls,
+            ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume"),
+        )
+        return cls(
+            s["symbol"],
+            s["timeframe"],
+            s["timestamp"],
+            s["open"],
+            s["high"],
+            s["low"],
+            s["close"],
+            s["volume"],
+            s.get("trades_count"),
+        )
 
 
 #: Wire tags -> classes, for the codecs.
-WIRE_TYPES: dict[str, type] = {MarketDataPoint.__mdflow_type__: MarketDataPoint,
-                               OHLCV.__mdflow_type__: OHLCV}
+WIRE_TYPES: dict[str, type] = {
+    MarketDataPoint.__mdflow_type__: MarketDataPoint,
+    OHLCV.__mdflow_type__: OHLCV,
+}

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
-             message: str = "condition") -> object:
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> object:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -22,8 +26,12 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
-async def async_wait_for(condition: Callable[[], object], timeout: float = 10.0,
-                         interval: float = 0.01, message: str = "condition") -> object:
+async def async_wait_for(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> object:
     """Like :func:`wait_for`, but yields to the event loop while waiting."""
     deadline = time.monotonic() + timeout
     while True:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import redis.asyncio
-
 from streamtools import async_wait_for
 
 __all__ = ["connect", "wait_numpat", "wait_numsub"]
@@ -22,9 +21,11 @@ async def connect(url: str) -> AsyncIterator[redis.asyncio.Redis]:
         await conn.aclose()
 
 
-async def wait_numsub(conn: redis.asyncio.Redis, channel: str, n: int = 1,
-                      timeout: float = 10.0) -> None:
+async def wait_numsub(
+    conn: redis.asyncio.Redis, channel: str, n: int = 1, timeout: float = 10.0
+) -> None:
     """Wait until ``channel`` has ``n`` subscribers (PUBSUB NUMSUB): publish only after that."""
+
     async def enough():
         return dict(await conn.pubsub_numsub(channel)).get(channel.encode(), 0) >= n
 
@@ -36,6 +37,7 @@ async def wait_numpat(conn: redis.asyncio.Redis, n: int = 1, timeout: float = 10
 
     NUMPAT counts the whole server: use it on a server of the test's own.
     """
+
     async def enough():
         return await conn.pubsub_numpat() >= n
 

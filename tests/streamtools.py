@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio
-
 from helpers import async_wait_for
 
 __all__ = ["async_wait_for", "pending_count", "run", "stop_and_wait"]
@@ -14,6 +13,7 @@ __all__ = ["async_wait_for", "pending_count", "run", "stop_and_wait"]
 
 def run(body: Callable[[], Awaitable], timeout: float = 60.0):
     """Run an async test body on a fresh loop; nodes created inside use ``asynchronous=True``."""
+
     async def main():
         try:
             return await asyncio.wait_for(body(), timeout)
@@ -28,8 +28,9 @@ async def stop_and_wait(*nodes, timeout: float = 10.0) -> None:
     for node in nodes:
         node.stop()
     for node in nodes:
-        await async_wait_for(lambda n=node: n.status()["state"] == "stopped", timeout,
-                             message=f"{node} to stop")
+        await async_wait_for(
+            lambda n=node: n.status()["state"] == "stopped", timeout, message=f"{node} to stop"
+        )
 
 
 async def pending_count(url: str, topic: str, group: str) -> int:

@@ -28,28 +28,96 @@ PACKAGE = pathlib.Path(mdflow.__file__).parent
 # What users imported before the package was laid out in rooms: these names must stay.
 PUBLIC_BEFORE = {
     "mdflow": [
-        "Analyzer", "AnalyzerResult", "Backoff", "Cache", "Collector", "CollectorManager",
-        "CollectorState", "ConfigError", "DataType", "DecodeError", "EncodeError",
-        "MarketDataPoint", "MdflowError", "OHLCV", "PollingCollector", "Record",
-        "RedisUnavailable", "SimulatedExchange", "SimulatedExchangeCollector", "ValidationError",
-        "WebSocketCollector", "__version__", "client", "codecs", "collector", "db", "engine",
-        "from_pubsub", "from_redis", "mask_url", "redis_url", "scan", "scanner", "to_cache",
-        "to_pubsub", "to_redis",
+        "Analyzer",
+        "AnalyzerResult",
+        "Backoff",
+        "Cache",
+        "Collector",
+        "CollectorManager",
+        "CollectorState",
+        "ConfigError",
+        "DataType",
+        "DecodeError",
+        "EncodeError",
+        "MarketDataPoint",
+        "MdflowError",
+        "OHLCV",
+        "PollingCollector",
+        "Record",
+        "RedisUnavailable",
+        "SimulatedExchange",
+        "SimulatedExchangeCollector",
+        "ValidationError",
+        "WebSocketCollector",
+        "__version__",
+        "client",
+        "codecs",
+        "collector",
+        "db",
+        "engine",
+        "from_pubsub",
+        "from_redis",
+        "mask_url",
+        "redis_url",
+        "scan",
+        "scanner",
+        "to_cache",
+        "to_pubsub",
+        "to_redis",
     ],
-    "mdflow.codecs": ["CODECS", "MAGIC", "check_codec", "decode_entry", "decode_message",
-                      "encode_entry", "encode_message", "pack", "unpack"],
+    "mdflow.codecs": [
+        "CODECS",
+        "MAGIC",
+        "check_codec",
+        "decode_entry",
+        "decode_message",
+        "encode_entry",
+        "encode_message",
+        "pack",
+        "unpack",
+    ],
     "mdflow.collectors": [
-        "Collector", "CollectorManager", "CollectorState", "DataSilence", "DataType",
-        "FeedClosed", "FeedError", "MarketDataPoint", "OHLCV", "PollingCollector", "STATUS_KEY",
-        "SimulatedExchange", "SimulatedExchangeCollector", "WebSocketCollector", "collector",
+        "Collector",
+        "CollectorManager",
+        "CollectorState",
+        "DataSilence",
+        "DataType",
+        "FeedClosed",
+        "FeedError",
+        "MarketDataPoint",
+        "OHLCV",
+        "PollingCollector",
+        "STATUS_KEY",
+        "SimulatedExchange",
+        "SimulatedExchangeCollector",
+        "WebSocketCollector",
+        "collector",
         "published_status",
     ],
-    "mdflow.analyzers": ["HighLowOfDay", "PriceVolumeSpike", "Tick", "analyzer_names",
-                         "get_analyzer", "parse_tick"],
-    "mdflow.marketdata": ["DataType", "MarketDataPoint", "OHLCV", "TIMEFRAMES", "WIRE_TYPES",
-                          "to_utc"],
-    "mdflow.errors": ["ConfigError", "DecodeError", "EncodeError", "MdflowError",
-                      "RedisUnavailable", "ValidationError"],
+    "mdflow.analyzers": [
+        "HighLowOfDay",
+        "PriceVolumeSpike",
+        "Tick",
+        "analyzer_names",
+        "get_analyzer",
+        "parse_tick",
+    ],
+    "mdflow.marketdata": [
+        "DataType",
+        "MarketDataPoint",
+        "OHLCV",
+        "TIMEFRAMES",
+        "WIRE_TYPES",
+        "to_utc",
+    ],
+    "mdflow.errors": [
+        "ConfigError",
+        "DecodeError",
+        "EncodeError",
+        "MdflowError",
+        "RedisUnavailable",
+        "ValidationError",
+    ],
 }
 
 # Rooms from the bottom up; a module may import its own room and rooms of a lower rank only.
@@ -72,7 +140,7 @@ def modules() -> dict[str, pathlib.Path]:
     """Every module of the package, by dotted name (packages by their own name)."""
     found = {}
     for path in PACKAGE.rglob("*.py"):
-        parts = ("mdflow",) + path.relative_to(PACKAGE).with_suffix("").parts
+        parts = ("mdflow", *path.relative_to(PACKAGE).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
         found[".".join(parts)] = path
@@ -165,7 +233,9 @@ def test_imports_point_downwards():
         for target in targets:
             there = room(target)
             if there != here and RANKS[there] >= RANKS[here]:
-                wrong.append(f"{module} ({here or 'mdflow'}) imports {target} ({there or 'mdflow'})")
+                wrong.append(
+                    f"{module} ({here or 'mdflow'}) imports {target} ({there or 'mdflow'})"
+                )
     assert wrong == []
 
 
@@ -210,8 +280,9 @@ def test_codec_wire_constants_kept():
 
 
 def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
-    return [ep for ep in importlib.metadata.entry_points(group=group)
-            if ep.value.startswith("mdflow")]
+    return [
+        ep for ep in importlib.metadata.entry_points(group=group) if ep.value.startswith("mdflow")
+    ]
 
 
 @pytest.mark.parametrize("group", ["streamz.sources", "streamz.nodes", "streamz.sinks"])
@@ -234,8 +305,9 @@ def test_analyzer_entry_points_resolve_to_analyzers():
 
 
 def test_console_script_resolves_to_main():
-    (script,) = [ep for ep in importlib.metadata.entry_points(group="console_scripts")
-                 if ep.name == "mdflow"]
+    (script,) = [
+        ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == "mdflow"
+    ]
     from mdflow.cli import main
 
     assert script.load() is main

@@ -25,6 +25,12 @@ def test_readme_has_examples():
 def test_readme_example_runs(index, redis_url, isolated_env, tmp_path):
     code = BLOCKS[index]
     env = dict(isolated_env, MDFLOW_REDIS_URL=redis_url)
-    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, f"README example {index} failed:\n{code}\n{result.stderr}"

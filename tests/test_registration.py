@@ -1,4 +1,5 @@
-"""Nodes are registered on streamz.Stream: by import, and by entry points without importing mdflow."""
+"""Nodes are registered on streamz.Stream: by import, and by entry points without importing
+mdflow."""
 
 from __future__ import annotations
 
@@ -22,8 +23,16 @@ def declared() -> dict[str, list[importlib.metadata.EntryPoint]]:
 
 def test_every_registered_node_is_declared_as_an_entry_point():
     names = {ep.name for group in declared().values() for ep in group}
-    assert {"engine", "from_redis", "to_redis", "from_pubsub", "scanner", "to_pubsub", "to_cache",
-            "collector"} <= names
+    assert {
+        "engine",
+        "from_redis",
+        "to_redis",
+        "from_pubsub",
+        "scanner",
+        "to_pubsub",
+        "to_cache",
+        "collector",
+    } <= names
     for group, eps in declared().items():
         for ep in eps:
             node = ep.load()
@@ -47,8 +56,9 @@ def test_entry_points_work_without_importing_mdflow(redis_url, prefix):
         sink = Stream().to_redis({prefix + "o"!r}, redis_url={redis_url!r})
         print(type(sink).__module__)
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["mdflow.streams.outlet", "mdflow.streams.writer"]
 

@@ -20,10 +20,10 @@ from .spike import PriceVolumeSpike
 from .ticks import Tick, parse_tick
 
 __all__ = [
+    "GROUP",
     "Analyzer",
     "AnalyzerResult",
     "Cache",
-    "GROUP",
     "HighLowOfDay",
     "PriceVolumeSpike",
     "Tick",

@@ -20,8 +20,9 @@ Big()
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from ..checks import check_list_max
 from ..codecs import decode_message
@@ -73,10 +74,16 @@ class AnalyzerResult:
                 msg = f"{where}: {name} must be None or a non-empty str; got {describe(value)}"
                 raise ConfigError(msg)
         ttl = self.cache_ttl
-        if (not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not math.isfinite(ttl)
-                or ttl < 0):
-            msg = (f"{where}: cache_ttl must be a number of seconds >= 0 (0: no expiry); "
-                   f"got {describe(ttl)}")
+        if (
+            not isinstance(ttl, (int, float))
+            or isinstance(ttl, bool)
+            or not math.isfinite(ttl)
+            or ttl < 0
+        ):
+            msg = (
+                f"{where}: cache_ttl must be a number of seconds >= 0 (0: no expiry); "
+                f"got {describe(ttl)}"
+            )
             raise ConfigError(msg)
         check_list_max(self.cache_list_max, where, "cache_list_max")
 
@@ -157,8 +164,10 @@ class Analyzer:
         if self.defaults is not None:
             unknown = sorted(set(options) - set(self.defaults))
             if unknown:
-                msg = (f"{type(self).__name__}: unknown option(s) {', '.join(unknown)}; "
-                       f"known options are {', '.join(sorted(self.defaults)) or '(none)'}")
+                msg = (
+                    f"{type(self).__name__}: unknown option(s) {', '.join(unknown)}; "
+                    f"known options are {', '.join(sorted(self.defaults)) or '(none)'}"
+                )
                 raise ConfigError(msg)
             options = {**self.defaults, **options}
         self.options: dict[str, Any] = options

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
-from typing import Any, Mapping
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
@@ -63,8 +64,14 @@ class HighLowOfDay(Analyzer):
     """
 
     name = "high_low_of_day"
-    defaults = {"tz": "UTC", "day_end": "00:00", "key_prefix": "mdflow:hod",
-                "publish_key": "mdflow:hod:alerts", "list_max": 100, "min_change_pct": 0.0}
+    defaults: ClassVar[dict[str, Any] | None] = {
+        "tz": "UTC",
+        "day_end": "00:00",
+        "key_prefix": "mdflow:hod",
+        "publish_key": "mdflow:hod:alerts",
+        "list_max": 100,
+        "min_change_pct": 0.0,
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -73,18 +80,27 @@ class HighLowOfDay(Analyzer):
         try:
             self._tz = ZoneInfo(check_text(opts["tz"], where, "option tz"))
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            msg = (f"{where}: option tz must be an IANA time zone like 'America/New_York'; "
-                   f"got {opts['tz']!r}")
+            msg = (
+                f"{where}: option tz must be an IANA time zone like 'America/New_York'; "
+                f"got {opts['tz']!r}"
+            )
             raise ConfigError(msg) from exc
         try:
-            self._day_end = dtime.fromisoformat(check_text(opts["day_end"], where, "option day_end"))
+            self._day_end = dtime.fromisoformat(
+                check_text(opts["day_end"], where, "option day_end")
+            )
         except ValueError as exc:
-            msg = (f"{where}: option day_end must be a local time 'HH:MM' like '20:00'; "
-                   f"got {opts['day_end']!r}")
+            msg = (
+                f"{where}: option day_end must be a local time 'HH:MM' like '20:00'; "
+                f"got {opts['day_end']!r}"
+            )
             raise ConfigError(msg) from exc
         self._prefix = check_text(opts["key_prefix"], where, "option key_prefix")
-        self._channel = (None if opts["publish_key"] is None
-                         else check_text(opts["publish_key"], where, "option publish_key"))
+        self._channel = (
+            None
+            if opts["publish_key"] is None
+            else check_text(opts["publish_key"], where, "option publish_key")
+        )
         self._list_max = check_positive(opts["list_max"], where, "option list_max", integer=True)
         change = opts["min_change_pct"]
         if not isinstance(change, (int, float)) or isinstance(change, bool) or change < 0:
@@ -122,12 +138,26 @@ class HighLowOfDay(Analyzer):
         else:
             return None
         _, high, low = self.ranges[tick.symbol]
-        alert = {"symbol": tick.symbol, "kind": kind, "price": tick.price, "previous": previous,
-                 "high": high, "low": low, "day": day.isoformat(), "ts": tick.ts}
+        alert = {
+            "symbol": tick.symbol,
+            "kind": kind,
+            "price": tick.price,
+            "previous": previous,
+            "high": high,
+            "low": low,
+            "day": day.isoformat(),
+            "ts": tick.ts,
+        }
         ttl = max(1, math.ceil(day_ends - time.time()))
-        return [AnalyzerResult(alert, cache_key=f"{self._prefix}:{tick.symbol}", cache_ttl=ttl,
-                               cache_list_max=self._list_max,
-                               publish_key=None if kind == "open" else self._channel)]
+        return [
+            AnalyzerResult(
+                alert,
+                cache_key=f"{self._prefix}:{tick.symbol}",
+                cache_ttl=ttl,
+                cache_list_max=self._list_max,
+                publish_key=None if kind == "open" else self._channel,
+            )
+        ]
 
     async def rehydrate(self, cache: Cache) -> None:
         """Restore today's high/low of every symbol from the newest cached alert."""
@@ -150,5 +180,3 @@ class HighLowOfDay(Analyzer):
                 self.ranges[symbol] = [today, high, low]
             else:  # ticks arrived before rehydration: keep the wider range
                 known[1], known[2] = max(known[1], high), min(known[2], low)
-
-

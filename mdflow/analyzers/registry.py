@@ -72,13 +72,15 @@ def check_analyzer(analyzer: Any, where: str) -> Analyzer:
     if isinstance(analyzer, str):
         return get_analyzer(analyzer)
     if isinstance(analyzer, type) and issubclass(analyzer, Analyzer):
-        msg = (f"{where}: analyzer must be an Analyzer instance; got the class "
-               f"{analyzer.__name__}. Create it with its options: {analyzer.__name__}(...)")
+        msg = (
+            f"{where}: analyzer must be an Analyzer instance; got the class "
+            f"{analyzer.__name__}. Create it with its options: {analyzer.__name__}(...)"
+        )
         raise ConfigError(msg)
     if not callable(getattr(analyzer, "analyze", None)):
-        msg = (f"{where}: analyzer must be an mdflow.Analyzer (with an async analyze(data) "
-               f"method) or the name of a registered analyzer; got {describe(analyzer)}")
+        msg = (
+            f"{where}: analyzer must be an mdflow.Analyzer (with an async analyze(data) "
+            f"method) or the name of a registered analyzer; got {describe(analyzer)}"
+        )
         raise ConfigError(msg)
     return analyzer
-
-

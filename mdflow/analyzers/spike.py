@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from ..checks import check_positive, check_text
 from ..errors import ConfigError
@@ -61,9 +61,17 @@ class PriceVolumeSpike(Analyzer):
     """
 
     name = "spike"
-    defaults = {"window": 20, "window_seconds": None, "min_periods": 5, "price_move_pct": 2.0,
-                "volume_factor": 3.0, "key_prefix": "mdflow:spike",
-                "publish_key": "mdflow:spike:alerts", "list_max": 100, "ttl": 86400}
+    defaults: ClassVar[dict[str, Any] | None] = {
+        "window": 20,
+        "window_seconds": None,
+        "min_periods": 5,
+        "price_move_pct": 2.0,
+        "volume_factor": 3.0,
+        "key_prefix": "mdflow:spike",
+        "publish_key": "mdflow:spike:alerts",
+        "list_max": 100,
+        "ttl": 86400,
+    }
     _MAX_TICKS = 100_000  # bound on a time window's memory per symbol
 
     def __init__(self, **options: Any) -> None:
@@ -71,21 +79,34 @@ class PriceVolumeSpike(Analyzer):
         where = "PriceVolumeSpike"
         opts = self.options
         self._window = check_positive(opts["window"], where, "option window", integer=True)
-        self._seconds = check_positive(opts["window_seconds"], where, "option window_seconds", allow_none=True)
-        self._min_periods = check_positive(opts["min_periods"], where, "option min_periods", integer=True)
-        move = check_positive(opts["price_move_pct"], where, "option price_move_pct", allow_none=True)
+        self._seconds = check_positive(
+            opts["window_seconds"], where, "option window_seconds", allow_none=True
+        )
+        self._min_periods = check_positive(
+            opts["min_periods"], where, "option min_periods", integer=True
+        )
+        move = check_positive(
+            opts["price_move_pct"], where, "option price_move_pct", allow_none=True
+        )
         self._move = None if move is None else move / 100.0
-        self._factor = check_positive(opts["volume_factor"], where, "option volume_factor", allow_none=True)
+        self._factor = check_positive(
+            opts["volume_factor"], where, "option volume_factor", allow_none=True
+        )
         if self._move is None and self._factor is None:
             msg = f"{where}: price_move_pct and volume_factor are both None: nothing would alert"
             raise ConfigError(msg)
         if self._seconds is None and self._min_periods > self._window:
-            msg = (f"{where}: min_periods ({self._min_periods}) cannot exceed window "
-                   f"({self._window}) ticks")
+            msg = (
+                f"{where}: min_periods ({self._min_periods}) cannot exceed window "
+                f"({self._window}) ticks"
+            )
             raise ConfigError(msg)
         self._prefix = check_text(opts["key_prefix"], where, "option key_prefix")
-        self._channel = (None if opts["publish_key"] is None
-                         else check_text(opts["publish_key"], where, "option publish_key"))
+        self._channel = (
+            None
+            if opts["publish_key"] is None
+            else check_text(opts["publish_key"], where, "option publish_key")
+        )
         self._list_max = check_positive(opts["list_max"], where, "option list_max", integer=True)
         self._ttl = check_positive(opts["ttl"], where, "option ttl", allow_none=True) or 0
         self._ticks: dict[str, deque[Tick]] = {}
@@ -110,30 +131,51 @@ class PriceVolumeSpike(Analyzer):
                 low = min(t.price for t in window)
                 high = max(t.price for t in window)
                 if tick.price > low * (1 + self._move):
-                    found.append(self._alert(tick, "price_up", reference=low,
-                                             change_pct=(tick.price / low - 1) * 100))
+                    found.append(
+                        self._alert(
+                            tick, "price_up", reference=low, change_pct=(tick.price / low - 1) * 100
+                        )
+                    )
                     restart = True
                 elif tick.price < high * (1 - self._move):
-                    found.append(self._alert(tick, "price_down", reference=high,
-                                             change_pct=(tick.price / high - 1) * 100))
+                    found.append(
+                        self._alert(
+                            tick,
+                            "price_down",
+                            reference=high,
+                            change_pct=(tick.price / high - 1) * 100,
+                        )
+                    )
                     restart = True
             if self._factor is not None and tick.volume > 0:
                 mean = sum(t.volume for t in window) / len(window)
                 if mean > 0 and tick.volume > self._factor * mean:
-                    found.append(self._alert(tick, "volume", reference=mean,
-                                             ratio=tick.volume / mean))
+                    found.append(
+                        self._alert(tick, "volume", reference=mean, ratio=tick.volume / mean)
+                    )
         if restart:
             window.clear()
         window.append(tick)
         if not found:
             return None
         key = f"{self._prefix}:{tick.symbol}"
-        return [AnalyzerResult(alert, cache_key=key, cache_ttl=self._ttl,
-                               cache_list_max=self._list_max, publish_key=self._channel)
-                for alert in found]
+        return [
+            AnalyzerResult(
+                alert,
+                cache_key=key,
+                cache_ttl=self._ttl,
+                cache_list_max=self._list_max,
+                publish_key=self._channel,
+            )
+            for alert in found
+        ]
 
     def _alert(self, tick: Tick, kind: str, **details: float) -> dict:
-        return {"symbol": tick.symbol, "kind": kind, "price": tick.price, "volume": tick.volume,
-                "ts": tick.ts, **details}
-
-
+        return {
+            "symbol": tick.symbol,
+            "kind": kind,
+            "price": tick.price,
+            "volume": tick.volume,
+            "ts": tick.ts,
+            **details,
+        }

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import DecodeError, describe
 from ..record import Record
@@ -45,8 +46,10 @@ def _number(value: Any, field: str, data: Any) -> float:
     try:
         number = float(value.decode() if isinstance(value, bytes) else value)
     except (TypeError, ValueError) as exc:
-        msg = (f"tick field {field!r} must be a number or a numeric str; got {describe(value)} "
-               f"in {describe(data)}")
+        msg = (
+            f"tick field {field!r} must be a number or a numeric str; got {describe(value)} "
+            f"in {describe(data)}"
+        )
         raise DecodeError(msg) from exc
     if not math.isfinite(number) or isinstance(value, bool):
         msg = f"tick field {field!r} must be a finite number; got {describe(value)}"
@@ -85,15 +88,19 @@ def parse_tick(data: Any) -> Tick:
     if isinstance(data, Record):
         data = data.data
     if not isinstance(data, Mapping):
-        msg = (f"expected a tick like {{'symbol': 'BTC-USD', 'price': 101.5, 'volume': 3.2}}; "
-               f"got {describe(data)}")
+        msg = (
+            f"expected a tick like {{'symbol': 'BTC-USD', 'price': 101.5, 'volume': 3.2}}; "
+            f"got {describe(data)}"
+        )
         raise DecodeError(msg)
     symbol = data.get("symbol")
     if isinstance(symbol, bytes):
         symbol = symbol.decode("utf-8", errors="backslashreplace")
     if not isinstance(symbol, str) or not symbol:
-        msg = (f"tick field 'symbol' must be a non-empty str; got {describe(symbol)} "
-               f"in {describe(data)}")
+        msg = (
+            f"tick field 'symbol' must be a non-empty str; got {describe(symbol)} "
+            f"in {describe(data)}"
+        )
         raise DecodeError(msg)
     if data.get("price") is None:
         msg = f"tick has no 'price'; got {describe(data)}"
@@ -105,5 +112,3 @@ def parse_tick(data: Any) -> Tick:
     raw_volume = data.get("volume")
     volume = 0.0 if raw_volume is None else _number(raw_volume, "volume", data)
     return Tick(symbol, price, volume, _timestamp(data.get("ts"), data))
-
-

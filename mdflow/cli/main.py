@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import MdflowError
@@ -69,14 +69,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command")
     doc = sub.add_parser("doctor", help="check the Redis connection and graphviz")
-    doc.add_argument("--redis-url", default=None,
-                     help="Redis URL (default: MDFLOW_REDIS_URL, REDIS_URL, else embedded)")
+    doc.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis URL (default: MDFLOW_REDIS_URL, REDIS_URL, else embedded)",
+    )
     demo = sub.add_parser("demo", help="run the self-contained market-data demo pipeline")
     demo.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
-    demo.add_argument("--redis-url", default=None,
-                      help="Redis URL (default: MDFLOW_REDIS_URL, REDIS_URL, else embedded)")
-    demo.add_argument("--picture", default="mdflow-demo.png",
-                      help="where to write the topology picture ('' to skip)")
+    demo.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis URL (default: MDFLOW_REDIS_URL, REDIS_URL, else embedded)",
+    )
+    demo.add_argument(
+        "--picture",
+        default="mdflow-demo.png",
+        help="where to write the topology picture ('' to skip)",
+    )
     return parser
 
 
@@ -92,22 +101,41 @@ def demo(seconds: float, redis_url: str | None, picture: str | None, out=sys.std
         print("mdflow demo: --seconds must be positive", file=sys.stderr)
         return 2
     url = resolve(redis_url)
-    print(f"mdflow demo on {mask_url(url)} for {seconds:g}s: quote tables + ticks + a collector "
-          "on a simulated exchange -> Redis streams -> from_redis -> map/filter/sliding_window/"
-          "rate_limit -> sink + to_redis", file=out)
-    summary = run_demo(seconds, url, report=lambda line: print(line, file=out, flush=True),
-                       picture=picture or None)
+    print(
+        f"mdflow demo on {mask_url(url)} for {seconds:g}s: quote tables + ticks + a collector "
+        "on a simulated exchange -> Redis streams -> from_redis -> map/filter/sliding_window/"
+        "rate_limit -> sink + to_redis",
+        file=out,
+    )
+    summary = run_demo(
+        seconds, url, report=lambda line: print(line, file=out, flush=True), picture=picture or None
+    )
     print("\nsummary", file=out)
-    for key in ("produced", "processed", "acked", "in_windows_at_exit", "dead_lettered", "throughput_per_s", "lag",
-                "latency_p50_ms", "latency_p99_ms", "vwap_entries_written", "candles_received",
-                "collector", "picture"):
+    for key in (
+        "produced",
+        "processed",
+        "acked",
+        "in_windows_at_exit",
+        "dead_lettered",
+        "throughput_per_s",
+        "lag",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "vwap_entries_written",
+        "candles_received",
+        "collector",
+        "picture",
+    ):
         print(f"  {key:22s} {summary[key]}", file=out)
     movers = summary["top_movers"]
     if movers:
         print("  top movers (last quote table):", file=out)
         for code, row in movers.items():
-            print(f"    {code} {row['name']:8s} now={row['now']:9.3f} p_change={row['p_change']:+.5f}",
-                  file=out)
+            print(
+                f"    {code} {row['name']:8s} now={row['now']:9.3f}"
+                f" p_change={row['p_change']:+.5f}",
+                file=out,
+            )
     print(json.dumps({"demo": summary}, default=str), file=out)
     # every produced entry is acked, still held by a window (replayed next run), or unread (lag)
     accounted = summary["acked"] + summary["in_windows_at_exit"] + summary["lag"]
@@ -119,8 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mdflow`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.command is None:
         parser.print_help()
         return 2

@@ -47,6 +47,7 @@ MSGPACK_FIELD = "mdflow.msgpack"
 JSON_FIELD = "mdflow.json"
 _RESERVED = (MSGPACK_FIELD, JSON_FIELD)
 
+
 # --- codec names -------------------------------------------------------------------------------
 def check_codec(codec: object, *, allow_auto: bool, where: str) -> str:
     """Validate a ``codec=`` argument and return it.
@@ -72,25 +73,30 @@ def check_codec(codec: object, *, allow_auto: bool, where: str) -> str:
     if isinstance(codec, str) and codec.strip().lower() in allowed:
         hint = f"; hint: use {codec.strip().lower()!r}"
     names = ", ".join(repr(name) for name in allowed)
-    raise ConfigError(f"{where}: parameter 'codec' must be one of {names}; "
-                      f"got {describe(codec)}{hint}")
+    raise ConfigError(
+        f"{where}: parameter 'codec' must be one of {names}; got {describe(codec)}{hint}"
+    )
 
 
 # --- JSON and plain fields ---------------------------------------------------------------------
 def _json_default(obj: object) -> object:
-    raise EncodeError(f"cannot encode {describe(obj)} with codec 'json'; JSON carries dict, list, "
-                      "str, int, float, bool and None; hint: use codec='msgpack'")
+    raise EncodeError(
+        f"cannot encode {describe(obj)} with codec 'json'; JSON carries dict, list, "
+        "str, int, float, bool and None; hint: use codec='msgpack'"
+    )
 
 
 def _to_json(obj: object) -> bytes:
     try:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
-                          default=_json_default).encode("utf-8")
+        return json.dumps(
+            obj, separators=(",", ":"), ensure_ascii=False, default=_json_default
+        ).encode("utf-8")
     except EncodeError:
         raise
     except (TypeError, ValueError, RecursionError) as exc:
-        raise EncodeError(f"cannot encode {describe(obj)} with codec 'json': {exc}; "
-                          "hint: use codec='msgpack'") from None
+        raise EncodeError(
+            f"cannot encode {describe(obj)} with codec 'json': {exc}; hint: use codec='msgpack'"
+        ) from None
 
 
 def _field_value(key: object, value: object) -> bytes:
@@ -98,38 +104,52 @@ def _field_value(key: object, value: object) -> bytes:
         try:
             return value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise EncodeError(f"cannot encode field {key!r} = {describe(value)} with codec "
-                              f"'fields': {exc}") from None
+            raise EncodeError(
+                f"cannot encode field {key!r} = {describe(value)} with codec 'fields': {exc}"
+            ) from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     is_numpy = type(value).__module__ == "numpy"
-    if not isinstance(value, bool) and isinstance(value, numbers.Integral) and (
-            isinstance(value, int) or is_numpy):
+    if (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Integral)
+        and (isinstance(value, int) or is_numpy)
+    ):
         return str(int(value)).encode("ascii")
     if isinstance(value, float) or (is_numpy and isinstance(value, numbers.Real)):
         return repr(float(value)).encode("ascii")
-    raise EncodeError(f"cannot encode field {key!r} = {describe(value)} with codec 'fields'; "
-                      "field values must be str, bytes, int or float (not bool, None or "
-                      "nested data); hint: convert it with str(), or use codec='json' or "
-                      "codec='msgpack'")
+    raise EncodeError(
+        f"cannot encode field {key!r} = {describe(value)} with codec 'fields'; "
+        "field values must be str, bytes, int or float (not bool, None or "
+        "nested data); hint: convert it with str(), or use codec='json' or "
+        "codec='msgpack'"
+    )
 
 
 def _encode_fields(obj: object) -> dict[str, bytes]:
     if not isinstance(obj, Mapping):
-        raise EncodeError(f"cannot encode {describe(obj)} with codec 'fields': it needs a flat "
-                          "mapping of str to str/bytes/int/float; hint: use codec='msgpack'")
+        raise EncodeError(
+            f"cannot encode {describe(obj)} with codec 'fields': it needs a flat "
+            "mapping of str to str/bytes/int/float; hint: use codec='msgpack'"
+        )
     if not obj:
-        raise EncodeError("cannot encode an empty mapping with codec 'fields': a stream entry "
-                          "needs at least one field; hint: add a field or use codec='msgpack'")
+        raise EncodeError(
+            "cannot encode an empty mapping with codec 'fields': a stream entry "
+            "needs at least one field; hint: add a field or use codec='msgpack'"
+        )
     out = {}
     for key, value in obj.items():
         if not isinstance(key, str):
-            raise EncodeError(f"cannot encode field name {describe(key)} with codec 'fields': "
-                              "field names must be str; hint: use codec='msgpack'")
+            raise EncodeError(
+                f"cannot encode field name {describe(key)} with codec 'fields': "
+                "field names must be str; hint: use codec='msgpack'"
+            )
         out[key] = _field_value(key, value)
     if len(out) == 1 and next(iter(out)) in _RESERVED:
-        raise EncodeError(f"cannot encode a lone field named {next(iter(out))!r} with codec "
-                          "'fields': that name marks an mdflow-encoded entry; hint: rename it")
+        raise EncodeError(
+            f"cannot encode a lone field named {next(iter(out))!r} with codec "
+            "'fields': that name marks an mdflow-encoded entry; hint: rename it"
+        )
     return out
 
 
@@ -185,13 +205,16 @@ def _place(value: object) -> str | None:
 
 def _decode_msgpack_field(value: object) -> object:
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise DecodeError(f"field {MSGPACK_FIELD!r} holds {describe(value)}, not bytes "
-                          "(read it with decode_responses=False)")
+        raise DecodeError(
+            f"field {MSGPACK_FIELD!r} holds {describe(value)}, not bytes "
+            "(read it with decode_responses=False)"
+        )
     try:
         return _unpack(value)
     except Exception as exc:
-        raise DecodeError(f"field {MSGPACK_FIELD!r} is not valid mdflow msgpack: "
-                          f"{_reason(exc)}") from exc
+        raise DecodeError(
+            f"field {MSGPACK_FIELD!r} is not valid mdflow msgpack: {_reason(exc)}"
+        ) from exc
 
 
 def _decode_json_field(value: object) -> object:
@@ -200,12 +223,15 @@ def _decode_json_field(value: object) -> object:
             value = bytes(value).decode("utf-8")
         return json.loads(value)
     except (ValueError, TypeError, RecursionError) as exc:
-        raise DecodeError(f"field {JSON_FIELD!r} is not valid UTF-8 JSON: "
-                          f"{_reason(exc)}") from exc
+        raise DecodeError(f"field {JSON_FIELD!r} is not valid UTF-8 JSON: {_reason(exc)}") from exc
 
 
-def decode_entry(fields: Mapping, codec: str = "auto", source: str | bytes | None = None,
-                 entry_id: str | bytes | None = None) -> object:
+def decode_entry(
+    fields: Mapping,
+    codec: str = "auto",
+    source: str | bytes | None = None,
+    entry_id: str | bytes | None = None,
+) -> object:
     """Turn the fields of a stream entry back into an object.
 
     Parameters
@@ -241,13 +267,17 @@ def decode_entry(fields: Mapping, codec: str = "auto", source: str | bytes | Non
                 return _decode_json_field(value)
         if codec in ("auto", "fields"):
             if name in _RESERVED:
-                raise DecodeError(f"the entry is mdflow-encoded (field {name!r}), not plain "
-                                  "fields; hint: use codec='auto'")
+                raise DecodeError(
+                    f"the entry is mdflow-encoded (field {name!r}), not plain "
+                    "fields; hint: use codec='auto'"
+                )
             return {_text(k): _text(v) for k, v in fields.items()}
         if codec in ("msgpack", "json"):
             found = [_text(k) for k in list(fields)[:8]]
-            raise DecodeError(f"codec={codec!r} expects one field 'mdflow.{codec}', found "
-                              f"fields {found}{' ...' if len(fields) > 8 else ''}")
+            raise DecodeError(
+                f"codec={codec!r} expects one field 'mdflow.{codec}', found "
+                f"fields {found}{' ...' if len(fields) > 8 else ''}"
+            )
         check_codec(codec, allow_auto=True, where="decode_entry")
         raise AssertionError("unreachable")  # pragma: no cover
     except DecodeError as exc:
@@ -273,8 +303,10 @@ def encode_message(obj: object, codec: str = "msgpack") -> bytes:
     if codec == "json":
         return _to_json(obj)
     if check_codec(codec, allow_auto=False, where="encode_message") == "fields":
-        raise ConfigError("encode_message: parameter 'codec' must be 'msgpack' or 'json' for "
-                          "pub/sub messages; got 'fields' (which is for stream entries)")
+        raise ConfigError(
+            "encode_message: parameter 'codec' must be 'msgpack' or 'json' for "
+            "pub/sub messages; got 'fields' (which is for stream entries)"
+        )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -314,13 +346,16 @@ def decode_message(data: bytes | str, codec: str = "auto", source: str | None = 
         if codec == "auto" or codec == "msgpack":
             if is_bytes and data.startswith(MAGIC):
                 try:
-                    return _unpack(data[len(MAGIC):])
+                    return _unpack(data[len(MAGIC) :])
                 except Exception as exc:
-                    raise DecodeError("message is not valid mdflow msgpack: "
-                                      f"{_reason(exc)}") from exc
+                    raise DecodeError(
+                        f"message is not valid mdflow msgpack: {_reason(exc)}"
+                    ) from exc
             if codec == "msgpack":
-                raise DecodeError(f"codec='msgpack' expects a message starting with {MAGIC!r}; "
-                                  f"got {_preview(data)}")
+                raise DecodeError(
+                    f"codec='msgpack' expects a message starting with {MAGIC!r}; "
+                    f"got {_preview(data)}"
+                )
             if is_bytes:
                 try:
                     data = data.decode("utf-8")
@@ -337,11 +372,14 @@ def decode_message(data: bytes | str, codec: str = "auto", source: str | None = 
             try:
                 return json.loads(data.decode("utf-8") if is_bytes else data)
             except (ValueError, RecursionError) as exc:
-                raise DecodeError(f"codec='json' expects UTF-8 JSON text; got {_preview(data)}: "
-                                  f"{_reason(exc)}") from exc
+                raise DecodeError(
+                    f"codec='json' expects UTF-8 JSON text; got {_preview(data)}: {_reason(exc)}"
+                ) from exc
         if check_codec(codec, allow_auto=True, where="decode_message") == "fields":
-            raise ConfigError("decode_message: parameter 'codec' must be 'auto', 'msgpack' or "
-                              "'json' for pub/sub messages; got 'fields'")
+            raise ConfigError(
+                "decode_message: parameter 'codec' must be 'auto', 'msgpack' or "
+                "'json' for pub/sub messages; got 'fields'"
+            )
         raise AssertionError("unreachable")  # pragma: no cover
     except DecodeError as exc:
         raise exc.at(_place(source)) from exc.__cause__

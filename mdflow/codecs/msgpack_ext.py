@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import re
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import msgpack
@@ -22,7 +23,6 @@ import msgpack
 from ..errors import DecodeError, EncodeError, describe
 
 __all__ = [
-    "ArrayTypes",
     "EXT_BIGINT",
     "EXT_DATE",
     "EXT_DATETIME",
@@ -41,6 +41,7 @@ __all__ = [
     "EXT_TIME",
     "EXT_TIMEDELTA",
     "EXT_TUPLE",
+    "ArrayTypes",
     "pack",
     "tz_from_spec",
     "tz_spec",
@@ -48,15 +49,15 @@ __all__ = [
     "use_array_types",
 ]
 
-EXT_BIGINT = 1       # ASCII decimal digits
-EXT_DECIMAL = 2      # ASCII str(Decimal)
-EXT_DATETIME = 3     # [year, month, day, hour, minute, second, microsecond, fold, tz]
-EXT_DATE = 4         # [year, month, day]
-EXT_TIME = 5         # [hour, minute, second, microsecond, fold, tz]
-EXT_TIMEDELTA = 6    # [days, seconds, microseconds]
-EXT_TUPLE = 7        # array; a tuple in a hashable place (dict key, pandas name)
-EXT_NP_SCALAR = 8    # numpy scalar
-EXT_NP_ARRAY = 9     # numpy ndarray
+EXT_BIGINT = 1  # ASCII decimal digits
+EXT_DECIMAL = 2  # ASCII str(Decimal)
+EXT_DATETIME = 3  # [year, month, day, hour, minute, second, microsecond, fold, tz]
+EXT_DATE = 4  # [year, month, day]
+EXT_TIME = 5  # [hour, minute, second, microsecond, fold, tz]
+EXT_TIMEDELTA = 6  # [days, seconds, microseconds]
+EXT_TUPLE = 7  # array; a tuple in a hashable place (dict key, pandas name)
+EXT_NP_SCALAR = 8  # numpy scalar
+EXT_NP_ARRAY = 9  # numpy ndarray
 EXT_PD_TIMESTAMP = 10
 EXT_PD_TIMEDELTA = 11
 EXT_PD_NAT = 12
@@ -65,11 +66,13 @@ EXT_PD_PERIOD = 14
 EXT_PD_INDEX = 15
 EXT_PD_SERIES = 16
 EXT_PD_DATAFRAME = 17
-EXT_RECORD = 18      # [tag, state]: a registered mdflow data type (MarketDataPoint, OHLCV)
+EXT_RECORD = 18  # [tag, state]: a registered mdflow data type (MarketDataPoint, OHLCV)
 
-_SUPPORTED = ("None, bool, int, float, str, bytes, list, tuple, dict, datetime/date/time/"
-              "timedelta, Decimal, numpy scalars and arrays, pandas Timestamp/Timedelta/"
-              "Period/NaT/NA/Index/Series/DataFrame")
+_SUPPORTED = (
+    "None, bool, int, float, str, bytes, list, tuple, dict, datetime/date/time/"
+    "timedelta, Decimal, numpy scalars and arrays, pandas Timestamp/Timedelta/"
+    "Period/NaT/NA/Index/Series/DataFrame"
+)
 _INT_TEXT = re.compile(r"-?[0-9]+")
 _INT64_MIN = -(1 << 63)
 _UINT64_MAX = (1 << 64) - 1
@@ -84,10 +87,12 @@ class _Invalid(ValueError):
     """Bytes that are msgpack but not a valid mdflow value (message is the reason)."""
 
 
-def _unsupported(obj: object, hint: str = "convert it to one of these (e.g. str(obj) or a "
-                 "dict of its fields)") -> EncodeError:
-    return EncodeError(f"cannot encode {describe(obj)} with codec 'msgpack'; "
-                       f"supported: {_SUPPORTED}; hint: {hint}")
+def _unsupported(
+    obj: object, hint: str = "convert it to one of these (e.g. str(obj) or a dict of its fields)"
+) -> EncodeError:
+    return EncodeError(
+        f"cannot encode {describe(obj)} with codec 'msgpack'; supported: {_SUPPORTED}; hint: {hint}"
+    )
 
 
 # --- packing -----------------------------------------------------------------------------------
@@ -96,8 +101,7 @@ _PACKERS: list[msgpack.Packer] = []  # a pool: pack() is re-entrant (ext payload
 
 
 def _new_packer(default: Callable[[Any], Any]) -> msgpack.Packer:
-    return msgpack.Packer(default=default, use_bin_type=True, strict_types=True,
-                          datetime=False)
+    return msgpack.Packer(default=default, use_bin_type=True, strict_types=True, datetime=False)
 
 
 def _pack(obj: object) -> bytes:
@@ -146,12 +150,16 @@ def pack(obj: object) -> bytes:
     except EncodeError:
         raise
     except RecursionError:
-        raise EncodeError(f"cannot encode {describe(obj)} with codec 'msgpack': nested too "
-                          "deeply or it contains itself") from None
+        raise EncodeError(
+            f"cannot encode {describe(obj)} with codec 'msgpack': nested too "
+            "deeply or it contains itself"
+        ) from None
     except (TypeError, ValueError, OverflowError) as exc:
         if "recursion" in str(exc):
-            raise EncodeError(f"cannot encode {describe(obj)} with codec 'msgpack': nested "
-                              "too deeply or it contains itself") from None
+            raise EncodeError(
+                f"cannot encode {describe(obj)} with codec 'msgpack': nested "
+                "too deeply or it contains itself"
+            ) from None
         raise EncodeError(f"cannot encode {describe(obj)} with codec 'msgpack': {exc}") from exc
 
 
@@ -219,9 +227,11 @@ def tz_spec(tz: _dt.tzinfo | None) -> object:
     zone = getattr(tz, "zone", None)
     if isinstance(zone, str) and type(tz).__module__.startswith("pytz"):
         return zone  # decodes as zoneinfo.ZoneInfo(zone)
-    raise EncodeError(f"cannot encode time zone {describe(tz)} with codec 'msgpack'; supported: "
-                      "zoneinfo.ZoneInfo, datetime.timezone, pytz zones; hint: use "
-                      "zoneinfo.ZoneInfo('Area/City') or datetime.timezone(offset)")
+    raise EncodeError(
+        f"cannot encode time zone {describe(tz)} with codec 'msgpack'; supported: "
+        "zoneinfo.ZoneInfo, datetime.timezone, pytz zones; hint: use "
+        "zoneinfo.ZoneInfo('Area/City') or datetime.timezone(offset)"
+    )
 
 
 def tz_from_spec(spec: object) -> _dt.tzinfo | None:
@@ -240,9 +250,22 @@ def tz_from_spec(spec: object) -> _dt.tzinfo | None:
 
 
 def _enc_datetime(d: _dt.datetime) -> msgpack.ExtType:
-    return msgpack.ExtType(EXT_DATETIME, _pack(
-        [d.year, d.month, d.day, d.hour, d.minute, d.second, d.microsecond, d.fold,
-         tz_spec(d.tzinfo)]))
+    return msgpack.ExtType(
+        EXT_DATETIME,
+        _pack(
+            [
+                d.year,
+                d.month,
+                d.day,
+                d.hour,
+                d.minute,
+                d.second,
+                d.microsecond,
+                d.fold,
+                tz_spec(d.tzinfo),
+            ]
+        ),
+    )
 
 
 def _enc_date(d: _dt.date) -> msgpack.ExtType:
@@ -250,8 +273,9 @@ def _enc_date(d: _dt.date) -> msgpack.ExtType:
 
 
 def _enc_time(t: _dt.time) -> msgpack.ExtType:
-    return msgpack.ExtType(EXT_TIME, _pack(
-        [t.hour, t.minute, t.second, t.microsecond, t.fold, tz_spec(t.tzinfo)]))
+    return msgpack.ExtType(
+        EXT_TIME, _pack([t.hour, t.minute, t.second, t.microsecond, t.fold, tz_spec(t.tzinfo)])
+    )
 
 
 def _enc_timedelta(t: _dt.timedelta) -> msgpack.ExtType:
@@ -262,16 +286,19 @@ def _enc_decimal(d: decimal.Decimal) -> msgpack.ExtType:
     return msgpack.ExtType(EXT_DECIMAL, str(d).encode("ascii"))
 
 
-_ENCODERS.update({
-    int: _enc_int,  # only called for ints beyond 64 bits
-    tuple: _raise_tuple,
-    _Frozen: _enc_frozen,
-    _dt.datetime: _enc_datetime,
-    _dt.date: _enc_date,
-    _dt.time: _enc_time,
-    _dt.timedelta: _enc_timedelta,
-    decimal.Decimal: _enc_decimal,
-})
+_ENCODERS.update(
+    {
+        int: _enc_int,  # only called for ints beyond 64 bits
+        tuple: _raise_tuple,
+        _Frozen: _enc_frozen,
+        _dt.datetime: _enc_datetime,
+        _dt.date: _enc_date,
+        _dt.time: _enc_time,
+        _dt.timedelta: _enc_timedelta,
+        decimal.Decimal: _enc_decimal,
+    }
+)
+
 
 class ArrayTypes(NamedTuple):
     """The numpy/pandas half of the format (:mod:`mdflow.codecs.pandas_ext`)."""
@@ -317,7 +344,9 @@ def _dec_record(data: bytes) -> object:
 
     item = _unpack(data)
     if type(item) is not list or len(item) != 2 or item[0] not in WIRE_TYPES:
-        raise _Invalid(f"bad or unknown mdflow record {describe(item)}; known: {sorted(WIRE_TYPES)}")
+        raise _Invalid(
+            f"bad or unknown mdflow record {describe(item)}; known: {sorted(WIRE_TYPES)}"
+        )
     try:
         return WIRE_TYPES[item[0]].__mdflow_decode__(item[1])
     except (TypeError, ValueError, KeyError) as exc:
@@ -333,10 +362,19 @@ def _find_encoder(cls: type, obj: object) -> Callable[[Any], Any]:
         encoder = _ENCODERS.get(cls) or frames.find_encoder(cls)
     if encoder is None:
         for base, enc in (
-            (tuple, _raise_tuple), (int, _enc_int), (float, float),
-            (str, str.__str__), (bytes, bytes), (bytearray, bytes), (memoryview, bytes),
-            (dict, dict), (list, list), (_dt.datetime, _enc_datetime), (_dt.date, _enc_date),
-            (_dt.time, _enc_time), (_dt.timedelta, _enc_timedelta),
+            (tuple, _raise_tuple),
+            (int, _enc_int),
+            (float, float),
+            (str, str.__str__),
+            (bytes, bytes),
+            (bytearray, bytes),
+            (memoryview, bytes),
+            (dict, dict),
+            (list, list),
+            (_dt.datetime, _enc_datetime),
+            (_dt.date, _enc_date),
+            (_dt.time, _enc_time),
+            (_dt.timedelta, _enc_timedelta),
             (decimal.Decimal, _enc_decimal),
         ):
             if issubclass(cls, base):
@@ -364,8 +402,10 @@ def _dec_bigint(data: bytes) -> int:
     return int(text)
 
 
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|Inf(?:inity)?|s?NaN\d*)",
-                           re.IGNORECASE | re.ASCII)
+_DECIMAL_TEXT = re.compile(
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|Inf(?:inity)?|s?NaN\d*)",
+    re.IGNORECASE | re.ASCII,
+)
 
 
 def _dec_decimal(data: bytes) -> decimal.Decimal:
@@ -410,6 +450,7 @@ def _dec_tuple(data: bytes) -> tuple:
 def _lazy_frames(code: int) -> Callable[[bytes], object]:
     def decode(data: bytes) -> object:
         return _load_frames().decoders[code](data)
+
     return decode
 
 
@@ -467,5 +508,3 @@ def unpack(data: bytes) -> object:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise DecodeError(f"expected bytes, got {describe(data)}") from None
         raise DecodeError(f"not valid mdflow msgpack: {_reason(exc)}") from exc
-
-

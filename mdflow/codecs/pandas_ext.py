@@ -29,7 +29,8 @@ block of raw bytes::
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -77,9 +78,11 @@ _TZ_DTYPES: dict[tuple, pd.DatetimeTZDtype] = {}
 # --- numpy -------------------------------------------------------------------------------------
 def _raw_dtype(dtype: np.dtype, what: object) -> str:
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-        raise EncodeError(f"cannot encode {what} with numpy dtype {dtype} with codec 'msgpack': "
-                          "structured and subarray dtypes are not supported; hint: convert it "
-                          "to a DataFrame or a plain dtype")
+        raise EncodeError(
+            f"cannot encode {what} with numpy dtype {dtype} with codec 'msgpack': "
+            "structured and subarray dtypes are not supported; hint: convert it "
+            "to a DataFrame or a plain dtype"
+        )
     return dtype.str
 
 
@@ -133,13 +136,15 @@ def _enc_ndarray(arr: np.ndarray) -> _ExtType:
     shape = list(arr.shape)
     if arr.dtype == object:
         return _ExtType(EXT_NP_ARRAY, _pack(["|O", shape, arr.ravel().tolist()]))
-    return _ExtType(EXT_NP_ARRAY,
-                    _pack([_raw_dtype(arr.dtype, "an array"), shape, arr.tobytes()]))
+    return _ExtType(EXT_NP_ARRAY, _pack([_raw_dtype(arr.dtype, "an array"), shape, arr.tobytes()]))
 
 
 def _shape(value: object) -> tuple:
-    if type(value) is not list or len(value) > 64 or any(
-            type(d) is not int or d < 0 for d in value):
+    if (
+        type(value) is not list
+        or len(value) > 64
+        or any(type(d) is not int or d < 0 for d in value)
+    ):
         raise _Invalid(f"bad shape {describe(value)}")
     return tuple(value)
 
@@ -202,8 +207,7 @@ def _dec_timestamp(data: bytes) -> pd.Timestamp:
 
 
 def _enc_timedelta(td: pd.Timedelta) -> _ExtType:
-    return _ExtType(EXT_PD_TIMEDELTA,
-                    _pack([int(td.to_timedelta64().view("i8")), td.unit]))
+    return _ExtType(EXT_PD_TIMEDELTA, _pack([int(td.to_timedelta64().view("i8")), td.unit]))
 
 
 def _dec_timedelta(data: bytes) -> pd.Timedelta:
@@ -219,8 +223,12 @@ def _enc_period(p: pd.Period) -> _ExtType:
 
 def _dec_period(data: bytes) -> pd.Period:
     spec = _unpack(data)
-    if type(spec) is not list or len(spec) != 2 or type(spec[0]) is not int or not isinstance(
-            spec[1], str):
+    if (
+        type(spec) is not list
+        or len(spec) != 2
+        or type(spec[0]) is not int
+        or not isinstance(spec[1], str)
+    ):
         raise _Invalid(f"bad Period {describe(spec)}")
     return pd.Period(ordinal=spec[0], freq=spec[1])
 
@@ -300,13 +308,19 @@ def array_spec(arr: Any, what: str) -> list:
     if isinstance(dtype, pd.PeriodDtype):
         return ["period", str(dtype), arr.asi8.tobytes()]
     if isinstance(dtype, pd.IntervalDtype):
-        return ["interval", array_spec(arr.left.array, what), array_spec(arr.right.array, what),
-                arr.closed]
-    raise EncodeError(f"cannot encode {what} with dtype {dtype} with codec 'msgpack': "
-                      "unsupported pandas dtype; supported: numpy numeric/bool/complex/"
-                      "datetime64/timedelta64/object, datetime64 with tz, category, str/string, "
-                      "Int*/UInt*/Float*/boolean, period, interval; hint: convert it with "
-                      ".astype(object) or to a numpy dtype")
+        return [
+            "interval",
+            array_spec(arr.left.array, what),
+            array_spec(arr.right.array, what),
+            arr.closed,
+        ]
+    raise EncodeError(
+        f"cannot encode {what} with dtype {dtype} with codec 'msgpack': "
+        "unsupported pandas dtype; supported: numpy numeric/bool/complex/"
+        "datetime64/timedelta64/object, datetime64 with tz, category, str/string, "
+        "Int*/UInt*/Float*/boolean, period, interval; hint: convert it with "
+        ".astype(object) or to a numpy dtype"
+    )
 
 
 def _list(value: object, what: str) -> list:
@@ -347,8 +361,7 @@ def array_from_spec(spec: object) -> Any:
         dtype = _pd_dtype(spec[1])
         if not isinstance(dtype, pd.StringDtype):
             raise _Invalid(f"bad string dtype {describe(spec[1])}")
-        return dtype.construct_array_type()._from_sequence(_list(spec[2], "strings"),
-                                                           dtype=dtype)
+        return dtype.construct_array_type()._from_sequence(_list(spec[2], "strings"), dtype=dtype)
     if kind == "strj" and n == 5 and isinstance(spec[2], str) and type(spec[3]) is int:
         dtype = _pd_dtype(spec[1])
         if not isinstance(dtype, pd.StringDtype):
@@ -369,8 +382,12 @@ def array_from_spec(spec: object) -> Any:
         return _dttz_array(_from_raw(raw, np.dtype("i8"), (len(raw) // 8,)), spec[1], spec[2])
     if kind == "cat" and n == 4:
         codes, categories = spec[1], spec[2]
-        if not isinstance(codes, np.ndarray) or codes.dtype.kind != "i" or not isinstance(
-                categories, pd.Index) or not isinstance(spec[3], bool):
+        if (
+            not isinstance(codes, np.ndarray)
+            or codes.dtype.kind != "i"
+            or not isinstance(categories, pd.Index)
+            or not isinstance(spec[3], bool)
+        ):
             raise _Invalid("bad categorical")
         return pd.Categorical.from_codes(codes, dtype=_categorical_dtype(categories, spec[3]))
     if kind == "masked" and n == 4:
@@ -389,8 +406,9 @@ def array_from_spec(spec: object) -> Any:
         ordinals = _from_raw(spec[2], np.dtype("i8"), (len(spec[2]) // 8,))
         return pd.PeriodIndex.from_ordinals(ordinals, freq=dtype.freq).array
     if kind == "interval" and n == 4 and spec[3] in ("left", "right", "both", "neither"):
-        return pd.arrays.IntervalArray.from_arrays(array_from_spec(spec[1]),
-                                                   array_from_spec(spec[2]), closed=spec[3])
+        return pd.arrays.IntervalArray.from_arrays(
+            array_from_spec(spec[1]), array_from_spec(spec[2]), closed=spec[3]
+        )
     raise _Invalid(f"bad array spec {describe(kind)}")
 
 
@@ -399,8 +417,12 @@ def _enc_index(idx: pd.Index) -> _ExtType:
     if isinstance(idx, pd.RangeIndex):
         spec = ["range", idx.start, idx.stop, idx.step, _freeze(idx.name)]
     elif isinstance(idx, pd.MultiIndex):
-        spec = ["multi", list(idx.levels), [np.asarray(c) for c in idx.codes],
-                [_freeze(name) for name in idx.names]]
+        spec = [
+            "multi",
+            list(idx.levels),
+            [np.asarray(c) for c in idx.codes],
+            [_freeze(name) for name in idx.names],
+        ]
     else:
         freq = None
         if isinstance(idx, (pd.DatetimeIndex, pd.TimedeltaIndex)) and idx.freq is not None:
@@ -434,8 +456,9 @@ def _dec_index(data: bytes) -> pd.Index:
 
 
 def _enc_series(s: pd.Series) -> _ExtType:
-    return _ExtType(EXT_PD_SERIES, _pack(
-        [_freeze(s.name), s.index, array_spec(s.array, f"Series {s.name!r}")]))
+    return _ExtType(
+        EXT_PD_SERIES, _pack([_freeze(s.name), s.index, array_spec(s.array, f"Series {s.name!r}")])
+    )
 
 
 def _dec_series(data: bytes) -> pd.Series:
@@ -479,8 +502,9 @@ def _enc_frame(df: pd.DataFrame) -> _ExtType:
                 out.append(["nd", locs.tolist(), dtype.str, values.tobytes()])
                 continue
             if isinstance(dtype, pd.DatetimeTZDtype):
-                out.append(["dttz", locs.tolist(), dtype.unit, tz_spec(dtype.tz),
-                            values.asi8.tobytes()])
+                out.append(
+                    ["dttz", locs.tolist(), dtype.unit, tz_spec(dtype.tz), values.asi8.tobytes()]
+                )
                 continue
             if isinstance(values, (pd.arrays.DatetimeArray, pd.arrays.TimedeltaArray)):
                 m8 = np.asarray(values)
@@ -491,8 +515,9 @@ def _enc_frame(df: pd.DataFrame) -> _ExtType:
                 out.append(["col", loc, array_spec(values[j], what)])
         else:
             loc = int(locs[0])
-            out.append(["col", loc, array_spec(values, f"column {columns[loc]!r} "
-                                                       f"(position {loc})")])
+            out.append(
+                ["col", loc, array_spec(values, f"column {columns[loc]!r} (position {loc})")]
+            )
     return _ExtType(EXT_PD_DATAFRAME, _pack([columns, df.index, out]))
 
 
@@ -544,8 +569,11 @@ def _assemble(pairs: list, index: pd.Index, columns: pd.Index) -> pd.DataFrame:
     for arr, locs in pairs:
         for j, loc in enumerate(locs.tolist()):
             cols[loc] = arr[j] if isinstance(arr, np.ndarray) else arr
-    df = pd.DataFrame({i: pd.Series(cols[i], index=index, copy=False) for i in range(len(cols))},
-                      index=index, copy=False)
+    df = pd.DataFrame(
+        {i: pd.Series(cols[i], index=index, copy=False) for i in range(len(cols))},
+        index=index,
+        copy=False,
+    )
     df.columns = columns
     return df
 
@@ -568,6 +596,7 @@ def _empty(value: object) -> Callable[[bytes], object]:
         if data:
             raise _Invalid("unexpected payload")
         return value
+
     return decode
 
 

@@ -25,6 +25,8 @@ from .simulated import SimulatedExchange, SimulatedExchangeCollector
 from .websocket import WebSocketCollector
 
 __all__ = [
+    "OHLCV",
+    "STATUS_KEY",
     "Collector",
     "CollectorManager",
     "CollectorState",
@@ -33,9 +35,7 @@ __all__ = [
     "FeedClosed",
     "FeedError",
     "MarketDataPoint",
-    "OHLCV",
     "PollingCollector",
-    "STATUS_KEY",
     "SimulatedExchange",
     "SimulatedExchangeCollector",
     "WebSocketCollector",

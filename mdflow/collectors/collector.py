@@ -24,13 +24,21 @@ from __future__ import annotations
 
 import abc
 import enum
-from typing import Any, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from ..errors import ConfigError, MdflowError, describe
 from ..marketdata import DataType, MarketDataPoint
 
-__all__ = ["Collector", "CollectorState", "DataSilence", "FeedClosed", "FeedError",
-           "check_data_types", "check_symbols"]
+__all__ = [
+    "Collector",
+    "CollectorState",
+    "DataSilence",
+    "FeedClosed",
+    "FeedError",
+    "check_data_types",
+    "check_symbols",
+]
 
 
 class CollectorState(str, enum.Enum):
@@ -79,8 +87,10 @@ def check_symbols(symbols: Any, where: str) -> list[str]:
     ok = isinstance(symbols, Iterable) and not isinstance(symbols, (bytes, dict))
     items = list(symbols) if ok else []
     if not items or not all(isinstance(s, str) and s.strip() for s in items):
-        msg = (f"{where}: symbols must be a non-empty str or a non-empty list of non-empty str "
-               f"like ['BTC-USDT']; got {describe(symbols)}")
+        msg = (
+            f"{where}: symbols must be a non-empty str or a non-empty list of non-empty str "
+            f"like ['BTC-USDT']; got {describe(symbols)}"
+        )
         raise ConfigError(msg)
     return list(dict.fromkeys(items))
 
@@ -150,8 +160,12 @@ class Collector(abc.ABC):
     ['BTC-USDT']
     """
 
-    def __init__(self, exchange: str, symbols: str | Iterable[str],
-                 data_types: DataType | str | Iterable[DataType | str] | None = None):
+    def __init__(
+        self,
+        exchange: str,
+        symbols: str | Iterable[str],
+        data_types: DataType | str | Iterable[DataType | str] | None = None,
+    ):
         where = type(self).__name__
         if not isinstance(exchange, str) or not exchange.strip():
             msg = f"{where}: exchange must be a non-empty str like 'okx'; got {describe(exchange)}"

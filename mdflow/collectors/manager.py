@@ -37,7 +37,7 @@ from ..reservoir import redis_url as resolve_url
 from .collector import CollectorState
 from .node import collector as CollectorNode
 
-__all__ = ["CollectorManager", "STATUS_KEY", "published_status"]
+__all__ = ["STATUS_KEY", "CollectorManager", "published_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,15 +92,22 @@ class CollectorManager:
     ...         await manager.stop()
     """
 
-    def __init__(self, name: str = "collector_manager", global_health_check_interval: float = 10.0,
-                 restart_delay: float = 5.0, redis_url: str | None = None,
-                 publish_status: bool | None = None):
+    def __init__(
+        self,
+        name: str = "collector_manager",
+        global_health_check_interval: float = 10.0,
+        restart_delay: float = 5.0,
+        redis_url: str | None = None,
+        publish_status: bool | None = None,
+    ):
         if not isinstance(name, str) or not name.strip():
             msg = f"CollectorManager: name must be a non-empty str; got {describe(name)}"
             raise ConfigError(msg)
         self.name = name
         where = "CollectorManager"
-        self.global_health_check_interval = check_seconds(global_health_check_interval, where, "global_health_check_interval")
+        self.global_health_check_interval = check_seconds(
+            global_health_check_interval, where, "global_health_check_interval"
+        )
         self.restart_delay = check_seconds(restart_delay, where, "restart_delay")
         publish = redis_url is not None if publish_status is None else publish_status
         self.publish_status = check_flag(publish, where, "publish_status")
@@ -115,31 +122,41 @@ class CollectorManager:
         self._stats = {"restarts_performed": 0, "health_checks": 0, "publish_errors": 0}
 
     # --- membership -------------------------------------------------------------------------
-    def add_collector(self, node: CollectorNode, name: str | None = None,
-                      enabled: bool = True) -> str:
+    def add_collector(
+        self, node: CollectorNode, name: str | None = None, enabled: bool = True
+    ) -> str:
         """Supervise ``node`` under ``name`` (default: stream name, else exchange); return the name.
 
         When the manager is running and ``enabled`` is true the node is started.
         """
         if not isinstance(node, CollectorNode):
-            msg = ("CollectorManager.add_collector: expected a Stream.collector(...) node; "
-                   f"got {describe(node)}")
+            msg = (
+                "CollectorManager.add_collector: expected a Stream.collector(...) node; "
+                f"got {describe(node)}"
+            )
             raise ConfigError(msg)
         name = name if name is not None else (node.name or node.collector.name)
         if not isinstance(name, str) or not name or name in _RESERVED:
-            msg = (f"CollectorManager.add_collector: name must be a non-empty str other than "
-                   f"{_RESERVED}; got {describe(name)}")
+            msg = (
+                f"CollectorManager.add_collector: name must be a non-empty str other than "
+                f"{_RESERVED}; got {describe(name)}"
+            )
             raise ConfigError(msg)
         if name in self._entries:
-            msg = (f"CollectorManager.add_collector: a collector named {name!r} is already "
-                   f"managed by {self.name!r}; pass name=... to tell them apart")
+            msg = (
+                f"CollectorManager.add_collector: a collector named {name!r} is already "
+                f"managed by {self.name!r}; pass name=... to tell them apart"
+            )
             raise ConfigError(msg)
-        self._entries[name] = _Entry(node, check_flag(enabled, "CollectorManager.add_collector", "enabled"))
+        self._entries[name] = _Entry(
+            node, check_flag(enabled, "CollectorManager.add_collector", "enabled")
+        )
         self._removed.discard(name)
         if enabled and self.running:
             node.start()
-        logger.info("%s: added collector %r (%s)", self.name, name,
-                    "enabled" if enabled else "disabled")
+        logger.info(
+            "%s: added collector %r (%s)", self.name, name, "enabled" if enabled else "disabled"
+        )
         return name
 
     def remove_collector(self, name: str) -> bool:
@@ -202,18 +219,23 @@ class CollectorManager:
             self._stopping.set()
             await asyncio.wait({task}, timeout=timeout)
             if not task.done():
-                logger.warning("%s: health loop did not stop within %gs; cancelling it",
-                               self.name, timeout)
+                logger.warning(
+                    "%s: health loop did not stop within %gs; cancelling it", self.name, timeout
+                )
                 task.cancel()
         for entry in self._entries.values():
             entry.node.stop()
         deadline = time.monotonic() + timeout
         while any(e.node.state is not CollectorState.STOPPED for e in self._entries.values()):
             if time.monotonic() > deadline:
-                late = [n for n, e in self._entries.items()
-                        if e.node.state is not CollectorState.STOPPED]
-                logger.warning("%s: collectors %s did not stop within %gs", self.name, late,
-                               timeout)
+                late = [
+                    n
+                    for n, e in self._entries.items()
+                    if e.node.state is not CollectorState.STOPPED
+                ]
+                logger.warning(
+                    "%s: collectors %s did not stop within %gs", self.name, late, timeout
+                )
                 break
             await asyncio.sleep(0.02)
         if self._redis is not None:
@@ -248,8 +270,11 @@ class CollectorManager:
             node = entry.node
             health = node.get_health_status()
             state = node.state
-            stuck = state in _NEEDS_HELP or (not health["is_healthy"] and state not in (
-                CollectorState.RESTARTING, CollectorState.STARTING, CollectorState.STOPPING))
+            stuck = state in _NEEDS_HELP or (
+                not health["is_healthy"]
+                and state
+                not in (CollectorState.RESTARTING, CollectorState.STARTING, CollectorState.STOPPING)
+            )
             if not node.should_be_running and state is CollectorState.STOPPED:
                 stuck = False  # stopped by hand: not ours to overrule (enable_collector starts it)
             if not stuck:
@@ -257,8 +282,13 @@ class CollectorManager:
                 continue
             if entry.trouble_since is None:
                 entry.trouble_since = now
-                logger.warning("%s: collector %r needs help (%s): %s", self.name, name,
-                               state.value, "; ".join(health["issues"]) or state.value)
+                logger.warning(
+                    "%s: collector %r needs help (%s): %s",
+                    self.name,
+                    name,
+                    state.value,
+                    "; ".join(health["issues"]) or state.value,
+                )
             if now - entry.trouble_since >= self.restart_delay:
                 self._restart(name, entry, "; ".join(health["issues"]) or state.value)
         if self._redis is not None:
@@ -277,14 +307,16 @@ class CollectorManager:
                 await self.check_health()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the supervisor must outlive its own bugs
+            except Exception as exc:
                 logger.error("%s: health check failed", self.name, exc_info=exc)
             with contextlib.suppress(asyncio.TimeoutError):  # timing out = time for the next check
                 await asyncio.wait_for(stopping.wait(), self.global_health_check_interval)
 
     async def _publish(self) -> None:
-        fields = {name: json.dumps({**entry.node.get_status(), "enabled": entry.enabled})
-                  for name, entry in self._entries.items()}
+        fields = {
+            name: json.dumps({**entry.node.get_status(), "enabled": entry.enabled})
+            for name, entry in self._entries.items()
+        }
         fields["updated_at"] = _now_iso()
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -296,8 +328,12 @@ class CollectorManager:
             self._removed.clear()
         except CONNECTION_ERRORS as exc:
             self._stats["publish_errors"] += 1
-            logger.warning("%s: cannot publish status to %s: %s", self.name, self.status_key,
-                           mask_text(str(exc)))
+            logger.warning(
+                "%s: cannot publish status to %s: %s",
+                self.name,
+                self.status_key,
+                mask_text(str(exc)),
+            )
 
     # --- status -----------------------------------------------------------------------------
     def get_collector_status(self, name: str) -> dict[str, Any] | None:
@@ -305,8 +341,11 @@ class CollectorManager:
         entry = self._entries.get(name)
         if entry is None:
             return None
-        return {**entry.node.get_status(), "enabled": entry.enabled,
-                "manager_restarts": entry.restarts}
+        return {
+            **entry.node.get_status(),
+            "enabled": entry.enabled,
+            "manager_restarts": entry.restarts,
+        }
 
     def list_collectors(self) -> list[str]:
         """Names of all managed collectors."""
@@ -318,8 +357,11 @@ class CollectorManager:
 
     def get_failed_collectors(self) -> list[str]:
         """Names of collectors in state FAILED or ERROR."""
-        return [n for n, e in self._entries.items()
-                if e.node.state in (CollectorState.FAILED, CollectorState.ERROR)]
+        return [
+            n
+            for n, e in self._entries.items()
+            if e.node.state in (CollectorState.FAILED, CollectorState.ERROR)
+        ]
 
     def get_status(self) -> dict[str, Any]:
         """The manager and all its collectors, as plain JSON-ready values."""

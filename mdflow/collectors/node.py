@@ -20,7 +20,7 @@ import logging
 import time
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.backoff import EqualJitterBackoff
 from streamz import Stream
@@ -44,7 +44,7 @@ __all__ = ["collector"]
 logger = logging.getLogger(__name__)
 
 # Failures that are "the network did it": logged without a traceback.
-_EXPECTED = CONNECTION_ERRORS + (FeedError, WebSocketException, TimeoutError)
+_EXPECTED = (*CONNECTION_ERRORS, FeedError, WebSocketException, TimeoutError)
 _HISTORY = 32
 
 
@@ -116,16 +116,26 @@ class collector(Source):
     """
 
     _graphviz_shape = "doubleoctagon"
-    str_list = ["exchange", "symbols"]
+    str_list: ClassVar[list[str]] = ["exchange", "symbols"]
 
-    def __init__(self, collector: Collector, start: bool = False, heartbeat_interval: float = 1.0,
-                 max_silence: float = 60.0, auto_restart: bool = True, max_restarts: int = 5,
-                 backoff: tuple[float, float] = (1.0, 60.0), connect_timeout: float = 10.0,
-                 **kwargs):
+    def __init__(
+        self,
+        collector: Collector,
+        start: bool = False,
+        heartbeat_interval: float = 1.0,
+        max_silence: float = 60.0,
+        auto_restart: bool = True,
+        max_restarts: int = 5,
+        backoff: tuple[float, float] = (1.0, 60.0),
+        connect_timeout: float = 10.0,
+        **kwargs,
+    ):
         if not isinstance(collector, Collector):
-            msg = ("collector: the first argument must be a mdflow Collector (subclass "
-                   "mdflow.collectors.Collector, or use WebSocketCollector / PollingCollector); "
-                   f"got {describe(collector)}")
+            msg = (
+                "collector: the first argument must be a mdflow Collector (subclass "
+                "mdflow.collectors.Collector, or use WebSocketCollector / PollingCollector); "
+                f"got {describe(collector)}"
+            )
             raise ConfigError(msg)
         where = "collector"
         self.heartbeat_interval = check_seconds(heartbeat_interval, where, "heartbeat_interval")
@@ -135,8 +145,10 @@ class collector(Source):
             msg = f"collector: max_restarts must be an int >= 0; got {describe(max_restarts)}"
             raise ConfigError(msg)
         if not isinstance(backoff, (tuple, list)) or len(backoff) != 2:
-            msg = (f"collector: backoff must be a pair (initial, max) of seconds; "
-                   f"got {describe(backoff)}")
+            msg = (
+                f"collector: backoff must be a pair (initial, max) of seconds; "
+                f"got {describe(backoff)}"
+            )
             raise ConfigError(msg)
         initial, cap = (check_seconds(v, where, "backoff") for v in backoff)
         if initial > cap:
@@ -158,8 +170,19 @@ class collector(Source):
         self._failures = 0  # consecutive connection-level failures
         self._emitting = False
         self._counts = dict.fromkeys(
-            ("messages_received", "messages_processed", "points_emitted", "parse_errors",
-             "emit_errors", "connection_errors", "silences", "errors", "restarts"), 0)
+            (
+                "messages_received",
+                "messages_processed",
+                "points_emitted",
+                "parse_errors",
+                "emit_errors",
+                "connection_errors",
+                "silences",
+                "errors",
+                "restarts",
+            ),
+            0,
+        )
         self._delays: deque[float] = deque(maxlen=_HISTORY)
         self._last_delay: float | None = None
         self._last_error: str | None = None
@@ -243,11 +266,12 @@ class collector(Source):
             self._counts["points_emitted"] += 1
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a downstream bug must not kill the feed
+        except Exception as exc:
             self._counts["emit_errors"] += 1
             self._record_error(exc)
-            logger.error("%s: downstream raised while handling %.200r", node_name(self), x,
-                         exc_info=exc)
+            logger.error(
+                "%s: downstream raised while handling %.200r", node_name(self), x, exc_info=exc
+            )
         finally:
             self._emitting = False
             self._emit_done_mono = time.monotonic()
@@ -257,8 +281,11 @@ class collector(Source):
         if not gathered.cancelled() and gathered.exception() is not None:
             self._counts["emit_errors"] += 1
             self._record_error(gathered.exception())
-            logger.error("%s: downstream failed after the collector stopped",
-                         node_name(self), exc_info=gathered.exception())
+            logger.error(
+                "%s: downstream failed after the collector stopped",
+                node_name(self),
+                exc_info=gathered.exception(),
+            )
 
     # --- supervision ------------------------------------------------------------------------
     def _launch(self, generation: int) -> None:
@@ -290,8 +317,9 @@ class collector(Source):
     def _beat(self) -> None:
         self._heartbeat = _now()
 
-    async def run(self, generation: int | None = None,
-                  previous: asyncio.Future | None = None) -> None:
+    async def run(
+        self, generation: int | None = None, previous: asyncio.Future | None = None
+    ) -> None:
         """The supervised loop (started by :meth:`start`; do not call directly)."""
         generation = self._generation if generation is None else generation
         if previous is not None and not previous.done():
@@ -339,8 +367,11 @@ class collector(Source):
             self._connected = _now()
             self._session_mono = time.monotonic()
             self._state = CollectorState.RUNNING
-            logger.info("%s: connected, subscribed to %s", node_name(self),
-                        ", ".join(self.collector.symbols))
+            logger.info(
+                "%s: connected, subscribed to %s",
+                node_name(self),
+                ", ".join(self.collector.symbols),
+            )
             reader = asyncio.ensure_future(self._read())
             try:
                 await self._monitor(reader, generation)
@@ -365,8 +396,11 @@ class collector(Source):
                 if left <= 0:
                     msg = f"{what} took longer than {self.connect_timeout:g}s (connect_timeout)"
                     raise TimeoutError(msg)
-                await asyncio.wait({task, self._wakeup}, timeout=min(self.heartbeat_interval, left),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {task, self._wakeup},
+                    timeout=min(self.heartbeat_interval, left),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 self._beat()
                 if not task.done():
                     self._check(generation)
@@ -382,10 +416,12 @@ class collector(Source):
         """Heartbeat and silence watch while ``reader`` runs; raise when the session must end."""
         while True:
             left = self.max_silence - self._silence()
-            timeout = self.heartbeat_interval if left <= 0 else min(self.heartbeat_interval,
-                                                                   left + 0.005)
-            await asyncio.wait({reader, self._wakeup}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            timeout = (
+                self.heartbeat_interval if left <= 0 else min(self.heartbeat_interval, left + 0.005)
+            )
+            await asyncio.wait(
+                {reader, self._wakeup}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             self._beat()
             self._check(generation)
             if reader.done():
@@ -397,8 +433,12 @@ class collector(Source):
             if silent >= self.max_silence:
                 if self._state is not CollectorState.UNHEALTHY:
                     self._counts["silences"] += 1
-                    logger.warning("%s: no data for %.1fs (max_silence=%gs)", node_name(self),
-                                   silent, self.max_silence)
+                    logger.warning(
+                        "%s: no data for %.1fs (max_silence=%gs)",
+                        node_name(self),
+                        silent,
+                        self.max_silence,
+                    )
                 self._state = CollectorState.UNHEALTHY
                 if self.auto_restart:
                     msg = f"no data for {silent:.1f}s (max_silence={self.max_silence:g}s)"
@@ -423,21 +463,34 @@ class collector(Source):
         if not self.auto_restart:
             self._state = CollectorState.ERROR
             self.stopped = True
-            logger.error("%s: %s; auto_restart is off, collector stopped (ERROR)", name, why,
-                         exc_info=trace)
+            logger.error(
+                "%s: %s; auto_restart is off, collector stopped (ERROR)", name, why, exc_info=trace
+            )
             return False
         if self._failures > self.max_restarts:
             self._state = CollectorState.FAILED
             self.stopped = True
-            logger.error("%s: giving up after %d restarts in a row (FAILED); last error: %s",
-                         name, self.max_restarts, why, exc_info=trace)
+            logger.error(
+                "%s: giving up after %d restarts in a row (FAILED); last error: %s",
+                name,
+                self.max_restarts,
+                why,
+                exc_info=trace,
+            )
             return False
         self._state = CollectorState.RESTARTING
         delay = self._backoff.compute(self._failures - 1)
         self._last_delay = delay
         self._delays.append(round(delay, 4))
-        logger.warning("%s: %s; restart %d/%d in %.2fs", name, why, self._failures,
-                       self.max_restarts, delay, exc_info=trace)
+        logger.warning(
+            "%s: %s; restart %d/%d in %.2fs",
+            name,
+            why,
+            self._failures,
+            self.max_restarts,
+            delay,
+            exc_info=trace,
+        )
         end = time.monotonic() + delay
         try:
             while (left := end - time.monotonic()) > 0:
@@ -468,8 +521,11 @@ class collector(Source):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the connection is being abandoned anyway
-            logger.warning("%s: disconnect failed: %s", node_name(self),
-                           mask_text(f"{type(exc).__name__}: {exc}"))
+            logger.warning(
+                "%s: disconnect failed: %s",
+                node_name(self),
+                mask_text(f"{type(exc).__name__}: {exc}"),
+            )
 
     # --- reading ----------------------------------------------------------------------------
     async def _read(self) -> None:
@@ -492,8 +548,9 @@ class collector(Source):
                     continue
                 self._data = _now()
                 if self._failures:
-                    logger.info("%s: data flows again after %d failure(s)", node_name(self),
-                                self._failures)
+                    logger.info(
+                        "%s: data flows again after %d failure(s)", node_name(self), self._failures
+                    )
                     self._failures = 0
                 for point in points:
                     await self.emit_and_wait(point)
@@ -510,8 +567,14 @@ class collector(Source):
         self._record_error(exc)
         n = self._counts["parse_errors"]
         level = logging.WARNING if n <= 10 or n % 1000 == 0 else logging.DEBUG
-        logger.log(level, "%s: cannot parse a message (%s); skipped (%d so far): %s",
-                   node_name(self), self._last_error, n, mask_text(repr(raw)[:200]))
+        logger.log(
+            level,
+            "%s: cannot parse a message (%s); skipped (%d so far): %s",
+            node_name(self),
+            self._last_error,
+            n,
+            mask_text(repr(raw)[:200]),
+        )
 
     def _record_error(self, exc: BaseException) -> None:
         self._counts["errors"] += 1
@@ -562,9 +625,13 @@ class collector(Source):
                 "heartbeat_interval": self.heartbeat_interval,
             },
             "statistics": stats,
-            "backoff": {"initial": self.backoff[0], "max": self.backoff[1],
-                        "max_restarts": self.max_restarts, "last_delay": last_delay,
-                        "history": list(self._delays)},
+            "backoff": {
+                "initial": self.backoff[0],
+                "max": self.backoff[1],
+                "max_restarts": self.max_restarts,
+                "last_delay": last_delay,
+                "history": list(self._delays),
+            },
         }
 
     def status(self) -> dict[str, Any]:
@@ -585,11 +652,14 @@ class collector(Source):
             if hb_age is not None and hb_age > stale:
                 issues.append(f"no heartbeat for {hb_age:.1f}s (is the event loop blocked?)")
             if state is CollectorState.UNHEALTHY:
-                issues.append(f"no data for {self._silence():.1f}s "
-                              f"(max_silence {self.max_silence:g}s)")
+                issues.append(
+                    f"no data for {self._silence():.1f}s (max_silence {self.max_silence:g}s)"
+                )
             if state is CollectorState.RESTARTING:
-                issues.append(f"restarting ({self._failures}/{self.max_restarts} in a row) "
-                              f"after: {self._last_error}")
+                issues.append(
+                    f"restarting ({self._failures}/{self.max_restarts} in a row) "
+                    f"after: {self._last_error}"
+                )
         return {
             "is_healthy": not issues,
             "issues": issues,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 from ..checks import check_callable, check_seconds
 from ..marketdata import DataType
@@ -54,10 +55,16 @@ class PollingCollector(Collector):
     5.0
     """
 
-    def __init__(self, fetch: Callable[[], Any], symbols: str | Iterable[str],
-                 data_types: DataType | str | Iterable[DataType | str] | None = None, *,
-                 interval: float = 1.0, parse: Callable[[Any], Any] | None = None,
-                 exchange: str = "polling"):
+    def __init__(
+        self,
+        fetch: Callable[[], Any],
+        symbols: str | Iterable[str],
+        data_types: DataType | str | Iterable[DataType | str] | None = None,
+        *,
+        interval: float = 1.0,
+        parse: Callable[[Any], Any] | None = None,
+        exchange: str = "polling",
+    ):
         where = type(self).__name__
         check_callable(fetch, where, "fetch", 0, "taking no arguments")
         if parse is not None:

@@ -39,9 +39,10 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -58,9 +59,13 @@ logger = logging.getLogger(__name__)
 
 CHANNELS = ("ticker", "trade", "candle")
 _START_PRICES = {"BTC": 42000.0, "ETH": 2500.0, "SOL": 100.0, "XRP": 0.6, "DOGE": 0.08}
-_GARBAGE = ("}{ this is not json", '{"type": "ticker", "symbol": "BTC-USDT"}', "[1, 2, 3]",
-            '{"type": "mystery"}',
-            '{"type": "trade", "symbol": "BTC-USDT", "ts": 1, "price": "abc"}')
+_GARBAGE = (
+    "}{ this is not json",
+    '{"type": "ticker", "symbol": "BTC-USDT"}',
+    "[1, 2, 3]",
+    '{"type": "mystery"}',
+    '{"type": "trade", "symbol": "BTC-USDT", "ts": 1, "price": "abc"}',
+)
 _QUEUE = 1000
 _NOT_RUNNING = "SimulatedExchange is not running; call start() or start_in_thread()"
 
@@ -81,7 +86,7 @@ class _Instrument:
         return f"{value:.{self.places}f}"
 
     def step(self, now: float) -> list[tuple[str, dict]]:
-        floor = 10.0 ** -self.places
+        floor = 10.0**-self.places
         self.price = max(floor, self.price * math.exp(self.rng.gauss(0, 0.0008)))
         price = self._fmt(self.price)
         spread = max(floor, self.price * 0.0001)
@@ -92,12 +97,34 @@ class _Instrument:
             self.trade_id += 1
             qty = Decimal(f"{self.rng.expovariate(2.0) + 0.0001:.4f}")
             self.volume += qty
-            out.append(("trade", {"type": "trade", "symbol": self.symbol, "ts": ts,
-                                  "id": self.trade_id, "price": price, "qty": str(qty),
-                                  "side": self.rng.choice(("buy", "sell"))}))
-        out.append(("ticker", {"type": "ticker", "symbol": self.symbol, "ts": ts, "price": price,
-                               "bid": self._fmt(self.price - spread),
-                               "ask": self._fmt(self.price + spread), "volume": str(self.volume)}))
+            out.append(
+                (
+                    "trade",
+                    {
+                        "type": "trade",
+                        "symbol": self.symbol,
+                        "ts": ts,
+                        "id": self.trade_id,
+                        "price": price,
+                        "qty": str(qty),
+                        "side": self.rng.choice(("buy", "sell")),
+                    },
+                )
+            )
+        out.append(
+            (
+                "ticker",
+                {
+                    "type": "ticker",
+                    "symbol": self.symbol,
+                    "ts": ts,
+                    "price": price,
+                    "bid": self._fmt(self.price - spread),
+                    "ask": self._fmt(self.price + spread),
+                    "volume": str(self.volume),
+                },
+            )
+        )
         out.extend(self._candle(ts, Decimal(price), qty))
         return out
 
@@ -109,8 +136,15 @@ class _Instrument:
             out.append(("candle", self._render(candle, closed=True)))
             candle = None
         if candle is None:
-            candle = self.candle = {"ts": minute, "open": price, "high": price, "low": price,
-                                    "close": price, "volume": Decimal(0), "trades": 0}
+            candle = self.candle = {
+                "ts": minute,
+                "open": price,
+                "high": price,
+                "low": price,
+                "close": price,
+                "volume": Decimal(0),
+                "trades": 0,
+            }
         candle["high"] = max(candle["high"], price)
         candle["low"] = min(candle["low"], price)
         candle["close"] = price
@@ -121,9 +155,15 @@ class _Instrument:
         return out
 
     def _render(self, candle: dict, closed: bool) -> dict:
-        return {"type": "candle", "symbol": self.symbol, "ts": candle["ts"], "timeframe": "1m",
-                **{k: str(candle[k]) for k in ("open", "high", "low", "close", "volume")},
-                "trades": candle["trades"], "closed": closed}
+        return {
+            "type": "candle",
+            "symbol": self.symbol,
+            "ts": candle["ts"],
+            "timeframe": "1m",
+            **{k: str(candle[k]) for k in ("open", "high", "low", "close", "volume")},
+            "trades": candle["trades"],
+            "closed": closed,
+        }
 
 
 class _Client:
@@ -173,13 +213,22 @@ class SimulatedExchange:
     >>> ex.stop_thread()                            # doctest: +SKIP
     """
 
-    def __init__(self, symbols: str | Iterable[str] = ("BTC-USDT", "ETH-USDT"), *,
-                 interval: float = 0.02, seed: int = 7, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        symbols: str | Iterable[str] = ("BTC-USDT", "ETH-USDT"),
+        *,
+        interval: float = 0.02,
+        seed: int = 7,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         where = "SimulatedExchange"
         self.symbols = check_symbols(symbols, where)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-            msg = (f"{where}: port must be an int in 0..65535 (0: pick a free one); "
-                   f"got {describe(port)}")
+            msg = (
+                f"{where}: port must be an int in 0..65535 (0: pick a free one); "
+                f"got {describe(port)}"
+            )
             raise ConfigError(msg)
         self.interval = check_seconds(interval, where, "interval")
         self.seed = seed
@@ -192,8 +241,17 @@ class SimulatedExchange:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stalled_until = 0.0
-        self._stats = dict.fromkeys(("connections_total", "subscriptions", "messages_sent",
-                                     "garbage_sent", "dropped_connections", "ticks"), 0)
+        self._stats = dict.fromkeys(
+            (
+                "connections_total",
+                "subscriptions",
+                "messages_sent",
+                "garbage_sent",
+                "dropped_connections",
+                "ticks",
+            ),
+            0,
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
     @property
@@ -271,14 +329,14 @@ class SimulatedExchange:
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
 
-    async def __aenter__(self) -> "SimulatedExchange":
+    async def __aenter__(self) -> SimulatedExchange:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def __enter__(self) -> "SimulatedExchange":
+    def __enter__(self) -> SimulatedExchange:
         self.start_in_thread()
         return self
 
@@ -301,10 +359,13 @@ class SimulatedExchange:
     @property
     def stats(self) -> dict[str, Any]:
         """Counters: connections (open), connections_total, subscriptions, messages_sent, ..."""
-        return {**self._stats, "connections": len(self._clients),
-                "stalled": time.monotonic() < self._stalled_until}
+        return {
+            **self._stats,
+            "connections": len(self._clients),
+            "stalled": time.monotonic() < self._stalled_until,
+        }
 
-    def collector(self, **kwargs: Any) -> "SimulatedExchangeCollector":
+    def collector(self, **kwargs: Any) -> SimulatedExchangeCollector:
         """A :class:`SimulatedExchangeCollector` for this exchange's URL and symbols."""
         kwargs.setdefault("symbols", self.symbols)
         return SimulatedExchangeCollector(self.url, **kwargs)
@@ -341,9 +402,11 @@ class SimulatedExchange:
             await asyncio.sleep(next_at - time.monotonic())
             now = time.time()
             self._stats["ticks"] += 1
-            frames = [(symbol, channel, json.dumps(message))
-                      for symbol, inst in self._instruments.items()
-                      for channel, message in inst.step(now)]
+            frames = [
+                (symbol, channel, json.dumps(message))
+                for symbol, inst in self._instruments.items()
+                for channel, message in inst.step(now)
+            ]
             if time.monotonic() < self._stalled_until:
                 continue  # the market moves on, nobody hears about it
             for client in list(self._clients):
@@ -399,8 +462,15 @@ class SimulatedExchange:
         else:
             client.symbols -= symbols
             client.channels -= channels
-        client.put(json.dumps({"type": f"{op}d", "symbols": sorted(client.symbols),
-                               "channels": sorted(client.channels)}))
+        client.put(
+            json.dumps(
+                {
+                    "type": f"{op}d",
+                    "symbols": sorted(client.symbols),
+                    "channels": sorted(client.channels),
+                }
+            )
+        )
 
 
 def _from_ms(ms: int) -> datetime:
@@ -436,16 +506,30 @@ class SimulatedExchangeCollector(WebSocketCollector):
     Decimal('1.5')
     """
 
-    def __init__(self, url: str, symbols: str | Iterable[str] = ("BTC-USDT",),
-                 data_types: Iterable[DataType | str] | None = CHANNELS, *,
-                 exchange: str = "simulated", **kwargs: Any):
+    def __init__(
+        self,
+        url: str,
+        symbols: str | Iterable[str] = ("BTC-USDT",),
+        data_types: Iterable[DataType | str] | None = CHANNELS,
+        *,
+        exchange: str = "simulated",
+        **kwargs: Any,
+    ):
         kwargs.setdefault("connect_options", {"proxy": None})  # always local: never via a proxy
-        super().__init__(url, symbols, data_types, exchange=exchange,
-                         subscribe_message=self._subscription, **kwargs)
+        super().__init__(
+            url,
+            symbols,
+            data_types,
+            exchange=exchange,
+            subscribe_message=self._subscription,
+            **kwargs,
+        )
         unsupported = [d.value for d in self.data_types if d.value not in CHANNELS]
         if unsupported:
-            msg = (f"SimulatedExchangeCollector: the simulated exchange has no {unsupported} "
-                   f"channel; choose from {list(CHANNELS)}")
+            msg = (
+                f"SimulatedExchangeCollector: the simulated exchange has no {unsupported} "
+                f"channel; choose from {list(CHANNELS)}"
+            )
             raise ConfigError(msg)
 
     @staticmethod
@@ -462,15 +546,29 @@ class SimulatedExchangeCollector(WebSocketCollector):
             raise ValueError(f"exchange says: {message.get('message')}")
         if kind == "ticker":
             data = {k: Decimal(message[k]) for k in ("price", "bid", "ask", "volume")}
-            return MarketDataPoint(self.exchange, message["symbol"], _from_ms(message["ts"]),
-                                   DataType.TICKER, data)
+            return MarketDataPoint(
+                self.exchange, message["symbol"], _from_ms(message["ts"]), DataType.TICKER, data
+            )
         if kind == "trade":
-            data = {"id": int(message["id"]), "price": Decimal(message["price"]),
-                    "qty": Decimal(message["qty"]), "side": str(message["side"])}
-            return MarketDataPoint(self.exchange, message["symbol"], _from_ms(message["ts"]),
-                                   DataType.TRADE, data)
+            data = {
+                "id": int(message["id"]),
+                "price": Decimal(message["price"]),
+                "qty": Decimal(message["qty"]),
+                "side": str(message["side"]),
+            }
+            return MarketDataPoint(
+                self.exchange, message["symbol"], _from_ms(message["ts"]), DataType.TRADE, data
+            )
         if kind == "candle":
-            return OHLCV(message["symbol"], message["timeframe"], _from_ms(message["ts"]),
-                         message["open"], message["high"], message["low"], message["close"],
-                         message["volume"], message.get("trades"))
+            return OHLCV(
+                message["symbol"],
+                message["timeframe"],
+                _from_ms(message["ts"]),
+                message["open"],
+                message["high"],
+                message["low"],
+                message["close"],
+                message["volume"],
+                message.get("trades"),
+            )
         raise ValueError(f"unknown message type {kind!r}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -15,7 +16,7 @@ from .collector import Collector, FeedClosed
 
 __all__ = ["WebSocketCollector"]
 
-SubscribeMessage = (Mapping | str | list | Callable[[list[str], list[DataType]], Any] | None)
+SubscribeMessage = Mapping | str | list | Callable[[list[str], list[DataType]], Any] | None
 
 
 class WebSocketCollector(Collector):
@@ -66,38 +67,57 @@ class WebSocketCollector(Collector):
     'stream.example.com'
     """
 
-    def __init__(self, url: str, symbols: str | Iterable[str],
-                 data_types: DataType | str | Iterable[DataType | str] | None = None, *,
-                 parse: Callable[[Any], Any] | None = None,
-                 subscribe_message: SubscribeMessage = None, exchange: str | None = None,
-                 decode_json: bool = True, open_timeout: float = 10.0,
-                 ping_interval: float | None = 20.0, close_timeout: float = 2.0,
-                 connect_options: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        url: str,
+        symbols: str | Iterable[str],
+        data_types: DataType | str | Iterable[DataType | str] | None = None,
+        *,
+        parse: Callable[[Any], Any] | None = None,
+        subscribe_message: SubscribeMessage = None,
+        exchange: str | None = None,
+        decode_json: bool = True,
+        open_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        close_timeout: float = 2.0,
+        connect_options: Mapping[str, Any] | None = None,
+    ):
         where = type(self).__name__
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
-            msg = (f"{where}: url must be a ws:// or wss:// address like "
-                   f"'wss://stream.example.com/ws'; got {describe(url)}")
+            msg = (
+                f"{where}: url must be a ws:// or wss:// address like "
+                f"'wss://stream.example.com/ws'; got {describe(url)}"
+            )
             raise ConfigError(msg)
         if parse is not None:
             check_callable(parse, where, "parse", 1, "taking one decoded message")
         if parse is None and type(self).parse_message is WebSocketCollector.parse_message:
-            msg = (f"{where}: give parse=f(message) returning a MarketDataPoint/OHLCV/list/None, "
-                   "or subclass and override parse_message")
+            msg = (
+                f"{where}: give parse=f(message) returning a MarketDataPoint/OHLCV/list/None, "
+                "or subclass and override parse_message"
+            )
             raise ConfigError(msg)
-        if not (subscribe_message is None or callable(subscribe_message)
-                or isinstance(subscribe_message, (Mapping, str, list))):
-            msg = (f"{where}: subscribe_message must be a dict, str, list or "
-                   f"f(symbols, data_types); got {describe(subscribe_message)}")
+        if not (
+            subscribe_message is None
+            or callable(subscribe_message)
+            or isinstance(subscribe_message, (Mapping, str, list))
+        ):
+            msg = (
+                f"{where}: subscribe_message must be a dict, str, list or "
+                f"f(symbols, data_types); got {describe(subscribe_message)}"
+            )
             raise ConfigError(msg)
         super().__init__(exchange or parts.hostname, symbols, data_types)
         self.url = url
         self.decode_json = check_flag(decode_json, where, "decode_json")
         self._parse = parse
         self._subscribe_message = subscribe_message
-        self._options: dict[str, Any] = {"open_timeout": open_timeout,
-                                         "ping_interval": ping_interval,
-                                         "close_timeout": close_timeout}
+        self._options: dict[str, Any] = {
+            "open_timeout": open_timeout,
+            "ping_interval": ping_interval,
+            "close_timeout": close_timeout,
+        }
         self._options.update(connect_options or {})
         self._ws: ClientConnection | None = None
 
@@ -129,8 +149,9 @@ class WebSocketCollector(Collector):
 
     async def send(self, message: Any) -> None:
         """Send one more frame (a dict is JSON-encoded), e.g. from a subclass."""
-        await self._connection().send(message if isinstance(message, (str, bytes))
-                                      else json.dumps(message))
+        await self._connection().send(
+            message if isinstance(message, (str, bytes)) else json.dumps(message)
+        )
 
     async def messages(self) -> AsyncIterator[Any]:
         """Yield frames until the connection closes."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from ..reservoir import CONNECTION_ERRORS, Backoff, mask_text
 from .status import NodeStatus
@@ -41,7 +42,7 @@ def _deliver(waiter: asyncio.Future | Callable[[Any], None], result: Any) -> Non
         return
     try:
         waiter(result)
-    except Exception:  # noqa: BLE001 - one caller's bug must not stop the others' results
+    except Exception:
         logger.exception("callback for a batched write raised")
 
 
@@ -111,9 +112,9 @@ class Batcher:
     async def _run(self) -> None:
         await asyncio.sleep(0)  # let the rest of this loop turn submit too
         while self._items and not self.closed:
-            batch, self._items = self._items[: self._max_batch], self._items[self._max_batch:]
+            batch, self._items = self._items[: self._max_batch], self._items[self._max_batch :]
             results = await self._flush_with_retry([item for item, _ in batch])
-            for (_, waiter), result in zip(batch, results):
+            for (_, waiter), result in zip(batch, results, strict=True):
                 _deliver(waiter, result)
 
     async def _flush_with_retry(self, items: list[Any]) -> Sequence[Any]:
@@ -128,13 +129,19 @@ class Batcher:
                 self._status.error(exc)
                 self._status.incr("reconnects")
                 delay = self._backoff.next_delay()
-                logger.warning("%s: Redis unavailable while writing %d item(s) (%s); "
-                               "retry %d in %.2fs", self._name, len(items), mask_text(str(exc)),
-                               self._backoff.failures, delay)
+                logger.warning(
+                    "%s: Redis unavailable while writing %d item(s) (%s); retry %d in %.2fs",
+                    self._name,
+                    len(items),
+                    mask_text(str(exc)),
+                    self._backoff.failures,
+                    delay,
+                )
                 await asyncio.sleep(delay)
             except Exception as exc:  # noqa: BLE001 - fail this batch's futures, keep the batcher
-                logger.error("%s: writing %d item(s) failed: %s", self._name, len(items),
-                             mask_text(str(exc)))
+                logger.error(
+                    "%s: writing %d item(s) failed: %s", self._name, len(items), mask_text(str(exc))
+                )
                 self._status.error(exc)
                 return [exc] * len(items)
 

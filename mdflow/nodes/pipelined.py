@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from streamz import Stream
 from streamz.sinks import Sink
@@ -53,9 +54,13 @@ class PipelinedSink(Sink):
         self._status.state = "running"
         self._outstanding = 0
 
-    def _submit(self, send: Callable[[Callable[[Any], None] | None], asyncio.Future | None],
-                metadata: list[dict] | None, what: str,
-                result: Callable[[Any], Any] = lambda reply: reply) -> asyncio.Future | None:
+    def _submit(
+        self,
+        send: Callable[[Callable[[Any], None] | None], asyncio.Future | None],
+        metadata: list[dict] | None,
+        what: str,
+        result: Callable[[Any], Any] = lambda reply: reply,
+    ) -> asyncio.Future | None:
         """Track one write. ``send(done)`` submits it to the writer.
 
         ``result(reply)`` is what goes downstream once the write is confirmed.
@@ -72,8 +77,9 @@ class PipelinedSink(Sink):
         future.add_done_callback(lambda f: done(_outcome(f)))
         return future
 
-    def _written(self, what: str, result: Callable[[Any], Any], metadata: list[dict] | None,
-                 reply: Any) -> None:
+    def _written(
+        self, what: str, result: Callable[[Any], Any], metadata: list[dict] | None, reply: Any
+    ) -> None:
         """The write finished (``reply`` is an exception if it failed): emit, then let go."""
         self._outstanding -= 1
         if isinstance(reply, BaseException):

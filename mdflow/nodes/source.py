@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from streamz.sources import Source
 
@@ -114,11 +115,17 @@ class SupervisedSource(Source):
         if reconnect:
             self._status.incr("reconnects")
             self._status.state = "reconnecting"
-            logger.warning("%s: Redis connection lost (%s); reconnect attempt %d in %.2fs",
-                           node_name(self), mask_text(str(exc)), self._backoff.failures, delay)
+            logger.warning(
+                "%s: Redis connection lost (%s); reconnect attempt %d in %.2fs",
+                node_name(self),
+                mask_text(str(exc)),
+                self._backoff.failures,
+                delay,
+            )
         else:
-            logger.error("%s: error in run loop, retrying in %.2fs", node_name(self), delay,
-                         exc_info=exc)
+            logger.error(
+                "%s: error in run loop, retrying in %.2fs", node_name(self), delay, exc_info=exc
+            )
         await asyncio.sleep(delay)
 
     async def _setup(self) -> None:
@@ -131,8 +138,12 @@ class SupervisedSource(Source):
         """Release resources when the loop ends."""
 
     # --- helpers ---------------------------------------------------------------------------
-    async def emit_and_wait(self, x: Any, metadata: list[dict] | None = None,
-                            finished: Callable[[BaseException | None], None] | None = None) -> None:
+    async def emit_and_wait(
+        self,
+        x: Any,
+        metadata: list[dict] | None = None,
+        finished: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
         """Emit ``x`` and wait until the graph's async work on it is done.
 
         With ``finished``, asynchronous failures are passed to it (with

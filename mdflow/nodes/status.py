@@ -5,8 +5,10 @@ Examples
 >>> status = NodeStatus(("read", "errors"))
 >>> status.incr("read", 3)
 >>> status.error(ConnectionError("redis://u:secret@host:6379 refused"))
->>> {k: status.as_dict()[k] for k in ("state", "read", "errors", "last_error")}
-{'state': 'stopped', 'read': 3, 'errors': 1, 'last_error': 'ConnectionError: redis://u:***@host:6379 refused'}
+>>> {k: status.as_dict()[k] for k in ("state", "read", "errors")}
+{'state': 'stopped', 'read': 3, 'errors': 1}
+>>> status.last_error
+'ConnectionError: redis://u:***@host:6379 refused'
 """
 
 from __future__ import annotations

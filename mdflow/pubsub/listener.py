@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import redis
 import redis.asyncio
@@ -67,8 +68,10 @@ def check_message_codec(codec: Any, where: str, allow_auto: bool) -> str:
     codec = check_codec(codec, allow_auto=allow_auto, where=where)
     if codec == "fields":
         names = "'auto', 'msgpack' or 'json'" if allow_auto else "'msgpack' or 'json'"
-        msg = (f"{where}: parameter 'codec' must be {names} for pub/sub messages and cache "
-               "values; got 'fields' (which is for stream entries)")
+        msg = (
+            f"{where}: parameter 'codec' must be {names} for pub/sub messages and cache "
+            "values; got 'fields' (which is for stream entries)"
+        )
         raise ConfigError(msg)
     return codec
 
@@ -112,8 +115,9 @@ class PubSubSource(SupervisedSource):
     #: Seconds of silence before the connection is PINGed (and again before it is given up).
     liveness_interval = 15.0
 
-    def _init_subscriptions(self, channels: Any, where: str, param: str,
-                            redis_url: str | None) -> None:
+    def _init_subscriptions(
+        self, channels: Any, where: str, param: str, redis_url: str | None
+    ) -> None:
         names = check_names(channels, where, param, _CHANNELS_EXAMPLE)
         self.channels = names
         self._plain = [n for n in names if not is_pattern(n)]
@@ -122,11 +126,11 @@ class PubSubSource(SupervisedSource):
         self._conn: redis.asyncio.Redis | None = None
         self._pubsub: Any = None
         self._names: dict[bytes, str] = {}
-        self._early: list[dict] = []   # messages that arrived while subscribing
-        self._reading = False        # blocked in a read that stop() / the watchdog may interrupt
+        self._early: list[dict] = []  # messages that arrived while subscribing
+        self._reading = False  # blocked in a read that stop() / the watchdog may interrupt
         self._interrupted = False
         self._stale = False
-        self._seen = 0               # replies read: the watchdog's sign of life (no clock calls)
+        self._seen = 0  # replies read: the watchdog's sign of life (no clock calls)
         self._seen_at_check = -1
         self._pinged = False
         self._watchdog: asyncio.TimerHandle | None = None
@@ -149,8 +153,9 @@ class PubSubSource(SupervisedSource):
         # No retries inside redis-py: a lost connection must surface here, so it is counted,
         # backed off and followed by a fresh subscription. The watchdog replaces redis-py's
         # health checks, which cost clock calls on every message.
-        self._conn = new_client(self._url, retry=AsyncRetry(NoBackoff(), 0),
-                                health_check_interval=0)
+        self._conn = new_client(
+            self._url, retry=AsyncRetry(NoBackoff(), 0), health_check_interval=0
+        )
         self._pubsub = self._conn.pubsub()
         if self._plain:
             await self._pubsub.subscribe(*self._plain)
@@ -161,8 +166,9 @@ class PubSubSource(SupervisedSource):
             self._status.incr("restarts")
             logger.info("%s: subscribed again to %s", node_name(self), ", ".join(self.channels))
         self._seen_at_check, self._pinged, self._stale = self._seen, False, False
-        self._watchdog = asyncio.get_running_loop().call_later(self.liveness_interval,
-                                                               self._check_alive)
+        self._watchdog = asyncio.get_running_loop().call_later(
+            self.liveness_interval, self._check_alive
+        )
         await self._after_subscribe()
 
     async def _confirmed(self) -> None:
@@ -203,8 +209,10 @@ class PubSubSource(SupervisedSource):
                 _uncancel()
                 if self._stale:
                     self._stale = False
-                    msg = (f"no answer to PING within {self.liveness_interval:g}s on the "
-                           f"subscription to {', '.join(self.channels)}")
+                    msg = (
+                        f"no answer to PING within {self.liveness_interval:g}s on the "
+                        f"subscription to {', '.join(self.channels)}"
+                    )
                     raise redis.ConnectionError(msg) from None
                 return
             finally:
@@ -237,20 +245,25 @@ class PubSubSource(SupervisedSource):
             self._pinged = True
             self._ping_task = asyncio.ensure_future(self._ping(self._pubsub))
         else:
-            logger.warning("%s: no answer to PING for %.3gs; reconnecting", node_name(self),
-                           self.liveness_interval)
+            logger.warning(
+                "%s: no answer to PING for %.3gs; reconnecting",
+                node_name(self),
+                self.liveness_interval,
+            )
             self._stale = True
             self._interrupt_read()
             return
-        self._watchdog = asyncio.get_running_loop().call_later(self.liveness_interval,
-                                                               self._check_alive)
+        self._watchdog = asyncio.get_running_loop().call_later(
+            self.liveness_interval, self._check_alive
+        )
 
     async def _ping(self, pubsub: Any) -> None:
         try:
             await pubsub.ping()
         except Exception as exc:  # noqa: BLE001 - the reader sees the same failure and reconnects
-            logger.debug("%s: PING on the subscription failed: %s", node_name(self),
-                         mask_text(str(exc)))
+            logger.debug(
+                "%s: PING on the subscription failed: %s", node_name(self), mask_text(str(exc))
+            )
 
     async def _on_message(self, channel: bytes, pattern: bytes | None, data: bytes) -> None:
         raise NotImplementedError
@@ -271,8 +284,12 @@ class PubSubSource(SupervisedSource):
             if conn is not None:
                 await conn.aclose()
         except Exception as exc:  # noqa: BLE001 - the connection is being dropped anyway
-            logger.debug("%s: closing the subscription of %s: %s", node_name(self),
-                         ", ".join(self.channels), mask_text(str(exc)))
+            logger.debug(
+                "%s: closing the subscription of %s: %s",
+                node_name(self),
+                ", ".join(self.channels),
+                mask_text(str(exc)),
+            )
 
     async def _emit_safely(self, x: Any, channel: bytes) -> bool:
         """Emit and wait; a failing graph is logged and counted, never fatal (at-most-once)."""
@@ -286,10 +303,14 @@ class PubSubSource(SupervisedSource):
                 raise
             _uncancel()  # stop() gave up waiting on a blocked graph: nothing to acknowledge
             return False
-        except Exception as exc:  # noqa: BLE001 - one bad element must not stop the listener
+        except Exception as exc:
             self._status.error(exc)
-            logger.error("%s: the graph failed on a message from channel %r; message dropped",
-                         node_name(self), self._name(channel), exc_info=exc)
+            logger.error(
+                "%s: the graph failed on a message from channel %r; message dropped",
+                node_name(self),
+                self._name(channel),
+                exc_info=exc,
+            )
             return False
         self._status.counts["emitted"] += 1
         return True
@@ -346,10 +367,17 @@ class from_pubsub(PubSubSource):
 
     _graphviz_shape = "doubleoctagon"
     _counters = ("received", "emitted", "decoding_errors", "errors", "reconnects", "restarts")
-    str_list = ["_label"]
+    str_list: ClassVar[list[str]] = ["_label"]
 
-    def __init__(self, channels: str | Sequence[str], start: bool = False, codec: str = "auto",
-                 meta: bool = False, redis_url: str | None = None, **kwargs):
+    def __init__(
+        self,
+        channels: str | Sequence[str],
+        start: bool = False,
+        codec: str = "auto",
+        meta: bool = False,
+        redis_url: str | None = None,
+        **kwargs,
+    ):
         where = "from_pubsub"
         self._init_subscriptions(channels, where, "channels", redis_url)
         self.codec = check_message_codec(codec, where, allow_auto=True)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 from streamz import Stream
 
@@ -60,7 +61,7 @@ class Write:
         """Add this write's commands to ``pipe``; return how many were added."""
         n = 0
         if self.key is not None:
-            ms = int(math.ceil(self.ttl * 1000)) if self.ttl else None
+            ms = math.ceil(self.ttl * 1000) if self.ttl else None
             if self.list_max is not None:
                 pipe.lpush(self.key, self.value)
                 pipe.ltrim(self.key, 0, self.list_max - 1)
@@ -86,8 +87,9 @@ class RedisWriter(BatchedWriter):
     :class:`~mdflow.nodes.Batcher`, so a write is sent at least once.
     """
 
-    def send(self, write: Write,
-             done: Callable[[Any], None] | None = None) -> asyncio.Future | None:
+    def send(
+        self, write: Write, done: Callable[[Any], None] | None = None
+    ) -> asyncio.Future | None:
         return self.submit(write, done)
 
     async def _flush(self, writes: Sequence[Write]) -> list:
@@ -97,7 +99,7 @@ class RedisWriter(BatchedWriter):
         results: list = []
         at = 0
         for write, size in zip(writes, sizes, strict=True):
-            mine = replies[at:at + size]
+            mine = replies[at : at + size]
             at += size
             failed = next((r for r in mine if isinstance(r, BaseException)), None)
             if failed is not None:
@@ -111,7 +113,7 @@ class RedisWriter(BatchedWriter):
 class _WriterSink(PipelinedSink):
     """What ``to_pubsub`` and ``to_cache`` share: their codec, URL and :class:`RedisWriter`."""
 
-    str_list = ["_label"]
+    str_list: ClassVar[list[str]] = ["_label"]
 
     def _init_writer(self, codec: str, redis_url: str | None, where: str) -> None:
         self.codec = check_message_codec(codec, where, allow_auto=False)
@@ -151,8 +153,14 @@ class to_pubsub(_WriterSink):
 
     _graphviz_shape = "cds"
 
-    def __init__(self, upstream: Stream, channel: str | Callable[[Any], str],
-                 codec: str = "msgpack", redis_url: str | None = None, **kwargs):
+    def __init__(
+        self,
+        upstream: Stream,
+        channel: str | Callable[[Any], str],
+        codec: str = "msgpack",
+        redis_url: str | None = None,
+        **kwargs,
+    ):
         where = "to_pubsub"
         self.channel = check_name(channel, where, "channel", "pub/sub channel")
         self._init_writer(codec, redis_url, where)
@@ -211,9 +219,16 @@ class to_cache(_WriterSink):
 
     _graphviz_shape = "cylinder"
 
-    def __init__(self, upstream: Stream, key: str | Callable[[Any], str], ttl: float | None = None,
-                 list_max: int | None = None, codec: str = "msgpack",
-                 redis_url: str | None = None, **kwargs):
+    def __init__(
+        self,
+        upstream: Stream,
+        key: str | Callable[[Any], str],
+        ttl: float | None = None,
+        list_max: int | None = None,
+        codec: str = "msgpack",
+        redis_url: str | None = None,
+        **kwargs,
+    ):
         where = "to_cache"
         self.key = check_name(key, where, "key", "Redis key")
         self.ttl = check_ttl(ttl, where)
@@ -229,5 +244,6 @@ class to_cache(_WriterSink):
     def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
         key = self.key(x) if callable(self.key) else self.key
         write = Write(encode_message(x, self.codec), key=key, ttl=self.ttl, list_max=self.list_max)
-        return self._submit(partial(self._writer.send, write), metadata, f"key {key!r}",
-                            lambda _: key)
+        return self._submit(
+            partial(self._writer.send, write), metadata, f"key {key!r}", lambda _: key
+        )

@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from streamz import Stream
 
@@ -55,8 +56,17 @@ MAX_PENDING_DELIVERIES = 1000
 #: Seconds a stopping scanner waits for results still on their way.
 DRAIN_TIMEOUT = 5.0
 
-_COUNTERS = ("received", "processed", "decoding_errors", "empty_results", "published_results",
-             "emitted", "errors", "reconnects", "restarts")
+_COUNTERS = (
+    "received",
+    "processed",
+    "decoding_errors",
+    "empty_results",
+    "published_results",
+    "emitted",
+    "errors",
+    "reconnects",
+    "restarts",
+)
 
 
 def _is_accumulator(value: Any) -> bool:
@@ -72,9 +82,13 @@ def write_of(result: AnalyzerResult, codec: str) -> Write | None:
     """The cache + publish writes of one finding (None if it writes nothing)."""
     if result.cache_key is None and result.publish_key is None:
         return None
-    return Write(encode_message(result.data, codec), key=result.cache_key,
-                 ttl=result.cache_ttl or None, list_max=result.cache_list_max,
-                 channel=result.publish_key)
+    return Write(
+        encode_message(result.data, codec),
+        key=result.cache_key,
+        ttl=result.cache_ttl or None,
+        list_max=result.cache_list_max,
+        channel=result.publish_key,
+    )
 
 
 class _Analysis:
@@ -101,10 +115,14 @@ class _Analysis:
                 await self.analyzer.rehydrate(Cache(self._url))
             except CONNECTION_ERRORS:
                 raise  # Redis is away: the caller retries (supervision or redelivery)
-            except Exception as exc:  # noqa: BLE001 - a broken cache must not stop the scanner
+            except Exception as exc:
                 self._status.error(exc)
-                logger.error("%s: %r could not rehydrate from the cache; starting with empty "
-                             "state", self._name, self.analyzer, exc_info=exc)
+                logger.error(
+                    "%s: %r could not rehydrate from the cache; starting with empty state",
+                    self._name,
+                    self.analyzer,
+                    exc_info=exc,
+                )
             self._ready = True
 
     async def analyze(self, data: Any) -> list[AnalyzerResult]:
@@ -115,8 +133,10 @@ class _Analysis:
         results = list(found) if found else []
         for result in results:
             if not isinstance(result, AnalyzerResult):
-                msg = (f"{analyzer_label(self.analyzer)}.analyze must return AnalyzerResult "
-                       f"objects; got {describe(result)}")
+                msg = (
+                    f"{analyzer_label(self.analyzer)}.analyze must return AnalyzerResult "
+                    f"objects; got {describe(result)}"
+                )
                 raise TypeError(msg)
         self._status.incr("processed")
         if not results:
@@ -146,12 +166,18 @@ class _Analysis:
         """Count and log a message the analysis could not handle."""
         if isinstance(exc, DecodeError):
             note(self._status, "decoding_errors", exc)
-            logger.error("%s: cannot use the message from %s: %s", self._name, where,
-                         mask_text(str(exc)))
+            logger.error(
+                "%s: cannot use the message from %s: %s", self._name, where, mask_text(str(exc))
+            )
         else:
             self._status.error(exc)
-            logger.error("%s: %r failed on the message from %s", self._name, self.analyzer, where,
-                         exc_info=exc)
+            logger.error(
+                "%s: %r failed on the message from %s",
+                self._name,
+                self.analyzer,
+                where,
+                exc_info=exc,
+            )
 
     def close(self) -> None:
         self._writer.close()
@@ -203,19 +229,26 @@ class scanner(PubSubSource):
 
     _graphviz_shape = "doubleoctagon"
     _counters = _COUNTERS
-    str_list = ["_label"]
+    str_list: ClassVar[list[str]] = ["_label"]
 
-    def __init__(self, subscriptions: str | Sequence[str], analyzer: Analyzer | str,
-                 start: bool = False, codec: str = "msgpack", redis_url: str | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        subscriptions: str | Sequence[str],
+        analyzer: Analyzer | str,
+        start: bool = False,
+        codec: str = "msgpack",
+        redis_url: str | None = None,
+        **kwargs,
+    ):
         where = "scanner"
         self._init_subscriptions(subscriptions, where, "subscriptions", redis_url)
         self.analyzer = check_analyzer(analyzer, where)
         self.codec = check_message_codec(codec, where, allow_auto=False)
         self._label = f"{', '.join(self.channels)} -> {analyzer_label(self.analyzer)}"
         super().__init__(start=False, **kwargs)
-        self._analysis = _Analysis(self.analyzer, self._url, self.codec, node_name(self),
-                                   self._status)
+        self._analysis = _Analysis(
+            self.analyzer, self._url, self.codec, node_name(self), self._status
+        )
         self._delivery: asyncio.Future | None = None
         self._in_delivery = 0
         if check_flag(start, type(self).__name__, "start"):
@@ -237,13 +270,19 @@ class scanner(PubSubSource):
         # message would cap a scanner at a few thousand messages a second. Results still reach
         # the graph in order, each after its own writes.
         self._delivery = asyncio.ensure_future(
-            self._deliver(results, stored, self._delivery, channel))
+            self._deliver(results, stored, self._delivery, channel)
+        )
         self._in_delivery += 1
         if self._in_delivery >= MAX_PENDING_DELIVERIES:
             await asyncio.wait({self._delivery})  # a slow graph or Redis slows the reader
 
-    async def _deliver(self, results: list[AnalyzerResult], stored: asyncio.Future | None,
-                       previous: asyncio.Future | None, channel: bytes) -> None:
+    async def _deliver(
+        self,
+        results: list[AnalyzerResult],
+        stored: asyncio.Future | None,
+        previous: asyncio.Future | None,
+        channel: bytes,
+    ) -> None:
         try:
             if stored is not None:
                 try:
@@ -257,10 +296,14 @@ class scanner(PubSubSource):
             for result in results:
                 try:
                     await emit_and_wait(self, result)
-                except Exception as exc:  # noqa: BLE001 - one bad element must not stop the scanner
+                except Exception as exc:
                     self._status.error(exc)
-                    logger.error("%s: the graph failed on a result from channel %r",
-                                 node_name(self), self._name(channel), exc_info=exc)
+                    logger.error(
+                        "%s: the graph failed on a result from channel %r",
+                        node_name(self),
+                        self._name(channel),
+                        exc_info=exc,
+                    )
                 else:
                     self._status.counts["emitted"] += 1
         finally:
@@ -277,16 +320,20 @@ class scanner(PubSubSource):
         if delivery is not None and not delivery.done():
             done, _ = await asyncio.wait({delivery}, timeout=DRAIN_TIMEOUT)
             if not done:
-                logger.warning("%s: %d message(s) still waiting for Redis or the graph after "
-                               "%gs; not emitted", node_name(self), self._in_delivery,
-                               DRAIN_TIMEOUT)
+                logger.warning(
+                    "%s: %d message(s) still waiting for Redis or the graph after %gs; not emitted",
+                    node_name(self),
+                    self._in_delivery,
+                    DRAIN_TIMEOUT,
+                )
         await super()._teardown()
 
     def status(self) -> dict[str, Any]:
         """State; counts received/processed/decoding_errors/empty_results/published_results/
         emitted/errors/reconnects/restarts; the last error."""
-        return self._status.as_dict(subscriptions=list(self.channels),
-                                    analyzer=analyzer_label(self.analyzer))
+        return self._status.as_dict(
+            subscriptions=list(self.channels), analyzer=analyzer_label(self.analyzer)
+        )
 
 
 @Stream.register_api()
@@ -327,15 +374,21 @@ class scan(Stream):
     """
 
     _graphviz_shape = "octagon"
-    str_list = ["_label"]
+    str_list: ClassVar[list[str]] = ["_label"]
 
     def __new__(cls, upstream: Stream, analyzer: Any = None, *args: Any, **kwargs: Any):
         if _is_accumulator(analyzer):
             return upstream.accumulate(analyzer, *args, **kwargs)
         return super().__new__(cls)
 
-    def __init__(self, upstream: Stream, analyzer: Analyzer | str, codec: str = "msgpack",
-                 redis_url: str | None = None, **kwargs):
+    def __init__(
+        self,
+        upstream: Stream,
+        analyzer: Analyzer | str,
+        codec: str = "msgpack",
+        redis_url: str | None = None,
+        **kwargs,
+    ):
         where = "scan"
         self.analyzer = check_analyzer(analyzer, where)
         self.codec = check_message_codec(codec, where, allow_auto=False)
@@ -346,8 +399,9 @@ class scan(Stream):
         check_node_keywords(self, kwargs)
         kwargs["ensure_io_loop"] = True
         super().__init__(upstream, **kwargs)
-        self._analysis = _Analysis(self.analyzer, self._url, self.codec, node_name(self),
-                                   self._status)
+        self._analysis = _Analysis(
+            self.analyzer, self._url, self.codec, node_name(self), self._status
+        )
 
     def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
         self._status.incr("received")

@@ -33,21 +33,31 @@ from redis.retry import Retry
 from ..errors import RedisUnavailable
 from .urls import mask_text, mask_url, redis_url
 
-__all__ = ["Backoff", "CONNECTION_ERRORS", "client", "db", "ensure_available", "new_client",
-           "wait_available"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "Backoff",
+    "client",
+    "db",
+    "ensure_available",
+    "new_client",
+    "wait_available",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Exceptions that mean "Redis is (temporarily) unreachable", not "the command was wrong".
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionError,
+    OSError,
 )
 
 _RETRIES = 3
 _SOCKET_CONNECT_TIMEOUT = 5.0
 _HEALTH_CHECK_INTERVAL = 30
 
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]]" = (
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -131,10 +141,12 @@ class Backoff:
 
 def _unavailable(url: str, deadline: float, error: BaseException | None) -> RedisUnavailable:
     why = mask_text(str(error)) if error is not None else "no answer"
-    msg = (f"Redis at {mask_url(url)} did not answer within {deadline:g}s ({why}). "
-           "Check that redis-server is running and reachable from here, that the host, port "
-           "or socket path is right, and the username/password if it uses ACLs; or unset "
-           "MDFLOW_REDIS_URL/REDIS_URL to use the embedded server.")
+    msg = (
+        f"Redis at {mask_url(url)} did not answer within {deadline:g}s ({why}). "
+        "Check that redis-server is running and reachable from here, that the host, port "
+        "or socket path is right, and the username/password if it uses ACLs; or unset "
+        "MDFLOW_REDIS_URL/REDIS_URL to use the embedded server."
+    )
     return RedisUnavailable(msg)
 
 
@@ -152,8 +164,12 @@ class _Deadline:
         delay = self._backoff.next_delay()
         if time.monotonic() + delay > self._end:
             raise _unavailable(self.url, self.deadline, error) from error
-        logger.debug("Redis at %s not ready (%s); retrying in %.2fs", mask_url(self.url),
-                     mask_text(str(error)), delay)
+        logger.debug(
+            "Redis at %s not ready (%s); retrying in %.2fs",
+            mask_url(self.url),
+            mask_text(str(error)),
+            delay,
+        )
         return delay
 
 
@@ -166,7 +182,7 @@ async def wait_available(url: str | None = None, deadline: float = 10.0) -> redi
         try:
             await conn.ping()
             return conn
-        except CONNECTION_ERRORS + (redis.AuthenticationError,) as exc:
+        except (*CONNECTION_ERRORS, redis.AuthenticationError) as exc:
             await asyncio.sleep(retry.delay_after(exc))
 
 
@@ -179,5 +195,5 @@ def ensure_available(url: str | None = None, deadline: float = 10.0) -> walrus.D
         try:
             database.ping()
             return database
-        except CONNECTION_ERRORS + (redis.AuthenticationError,) as exc:
+        except (*CONNECTION_ERRORS, redis.AuthenticationError) as exc:
             time.sleep(retry.delay_after(exc))

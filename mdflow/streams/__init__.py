@@ -18,4 +18,11 @@ from .engine import engine
 from .outlet import default_consumer_name, from_redis
 from .writer import to_redis
 
-__all__ = ["DeadLetters", "default_consumer_name", "engine", "from_redis", "read_payload", "to_redis"]
+__all__ = [
+    "DeadLetters",
+    "default_consumer_name",
+    "engine",
+    "from_redis",
+    "read_payload",
+    "to_redis",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..nodes import Batcher, NodeStatus
 from ..reservoir import client
@@ -34,8 +34,11 @@ class Acker:
 
     def _check(self, future) -> None:
         if not future.cancelled() and future.exception() is not None:
-            logger.error("%s: XACK failed: %s (the entry stays pending and will be redelivered)",
-                         self._name, future.exception())
+            logger.error(
+                "%s: XACK failed: %s (the entry stays pending and will be redelivered)",
+                self._name,
+                future.exception(),
+            )
 
     async def _flush(self, items: Sequence[tuple[str, str]]) -> list:
         by_topic: dict[str, list[str]] = {}
@@ -45,7 +48,9 @@ class Acker:
         for topic, ids in by_topic.items():
             pipe.xack(topic, self._group, *ids)
         results = await pipe.execute(raise_on_error=False)
-        errors = {t: r for t, r in zip(by_topic, results) if isinstance(r, BaseException)}
+        errors = {
+            t: r for t, r in zip(by_topic, results, strict=True) if isinstance(r, BaseException)
+        }
         acked = sum(r for r in results if isinstance(r, int))
         self._status.incr("acked", acked)
         return [errors.get(topic) for topic, _ in items]

@@ -51,13 +51,18 @@ class DeadLetters:
     def stream_for(self, topic: str) -> str:
         return self._pattern.replace("{topic}", topic)
 
-    async def send(self, topic: str, entry_id: str, fields: dict, reason: str,
-                   deliveries: int) -> None:
+    async def send(
+        self, topic: str, entry_id: str, fields: dict, reason: str, deliveries: int
+    ) -> None:
         """Write the dead letter and XACK the original; retried while Redis is away."""
         target = self.stream_for(topic)
         record = {
-            "topic": topic, "id": entry_id, "group": self._group, "consumer": self._consumer,
-            "reason": reason, "deliveries": str(deliveries),
+            "topic": topic,
+            "id": entry_id,
+            "group": self._group,
+            "consumer": self._consumer,
+            "reason": reason,
+            "deliveries": str(deliveries),
             "payload": msgpack.packb({_b(k): _b(v) for k, v in fields.items()}),
         }
         backoff = Backoff(base=0.05, cap=2.0)
@@ -72,13 +77,18 @@ class DeadLetters:
                 self._status.incr("reconnects")
                 self._status.error(exc)
                 delay = backoff.next_delay()
-                logger.warning("dead-letter write to %r failed (%s); retry in %.2fs", target,
-                               mask_text(str(exc)), delay)
+                logger.warning(
+                    "dead-letter write to %r failed (%s); retry in %.2fs",
+                    target,
+                    mask_text(str(exc)),
+                    delay,
+                )
                 await asyncio.sleep(delay)
         self._status.incr("dead_lettered")
         self._status.incr("acked")
-        logger.warning("entry %s of %r moved to dead-letter stream %r: %s", entry_id, topic,
-                       target, reason)
+        logger.warning(
+            "entry %s of %r moved to dead-letter stream %r: %s", entry_id, topic, target, reason
+        )
 
 
 def _b(value) -> bytes:

@@ -6,8 +6,9 @@ import asyncio
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from streamz import Stream
 
@@ -77,14 +78,31 @@ class engine(SupervisedSource):
     >>> pump.start()                                                    # doctest: +SKIP
     """
 
-    _counters = ("ticks", "calls", "written", "emitted", "skipped_ticks", "empty", "errors",
-                 "reconnects")
-    str_list = ["topic", "func", "push_interval"]
+    _counters = (
+        "ticks",
+        "calls",
+        "written",
+        "emitted",
+        "skipped_ticks",
+        "empty",
+        "errors",
+        "reconnects",
+    )
+    str_list: ClassVar[list[str]] = ["topic", "func", "push_interval"]
 
-    def __init__(self, topic: str, func: Callable[[], Any] | None = None,
-                 push_interval: float = 1, start: bool = False, asyncflag: bool = False,
-                 threadcount: int = 5, maxlen: int | None = None, codec: str = "msgpack",
-                 redis_url: str | None = None, **kwargs):
+    def __init__(
+        self,
+        topic: str,
+        func: Callable[[], Any] | None = None,
+        push_interval: float = 1,
+        start: bool = False,
+        asyncflag: bool = False,
+        threadcount: int = 5,
+        maxlen: int | None = None,
+        codec: str = "msgpack",
+        redis_url: str | None = None,
+        **kwargs,
+    ):
         where = "engine"
         self.topic = check_topic(topic, where)
         func = _default_func if func is None else func
@@ -111,7 +129,9 @@ class engine(SupervisedSource):
 
     async def _setup(self) -> None:
         if self._executor is None and not self._is_async:
-            self._executor = ThreadPoolExecutor(self._capacity, thread_name_prefix=f"engine-{self.topic}")
+            self._executor = ThreadPoolExecutor(
+                self._capacity, thread_name_prefix=f"engine-{self.topic}"
+            )
         if self._next_tick is None:
             self._next_tick = time.monotonic()
 
@@ -143,10 +163,14 @@ class engine(SupervisedSource):
             else:
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self._executor, self.func)
-        except Exception as exc:  # noqa: BLE001 - user code: log, count, keep pumping
+        except Exception as exc:
             self._status.error(exc)
-            logger.error("%s: func %r raised; tick skipped", node_name(self),
-                         getattr(self.func, "__name__", self.func), exc_info=exc)
+            logger.error(
+                "%s: func %r raised; tick skipped",
+                node_name(self),
+                getattr(self.func, "__name__", self.func),
+                exc_info=exc,
+            )
             return
         if result is None:
             self._status.incr("empty")
@@ -167,10 +191,11 @@ class engine(SupervisedSource):
         try:
             await self.emit_and_wait(entry_id)
             self._status.incr("emitted")
-        except Exception as exc:  # noqa: BLE001 - downstream failure must not stop the pump
+        except Exception as exc:
             self._status.error(exc)
-            logger.error("%s: downstream failed for entry %s", node_name(self), entry_id,
-                         exc_info=exc)
+            logger.error(
+                "%s: downstream failed for entry %s", node_name(self), entry_id, exc_info=exc
+            )
 
     async def _teardown(self) -> None:
         if self._active:
@@ -182,5 +207,6 @@ class engine(SupervisedSource):
         self._next_tick = None
 
     def status(self) -> dict[str, Any]:
-        """State and counts: ticks, calls, written, emitted, skipped_ticks, empty, errors, reconnects."""
+        """State and counts: ticks, calls, written, emitted, skipped_ticks, empty, errors,
+        reconnects."""
         return self._status.as_dict(topic=self.topic, running_calls=len(self._active))

@@ -16,9 +16,10 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import redis
 from streamz import RefCounter, Stream
@@ -121,26 +122,52 @@ class from_redis(SupervisedSource):
     >>> source.start()                                              # doctest: +SKIP
     """
 
-    _counters = ("read", "emitted", "acked", "dead_lettered", "failed", "claimed", "errors",
-                 "reconnects")
-    str_list = ["topics", "group", "consumer"]
+    _counters = (
+        "read",
+        "emitted",
+        "acked",
+        "dead_lettered",
+        "failed",
+        "claimed",
+        "errors",
+        "reconnects",
+    )
+    str_list: ClassVar[list[str]] = ["topics", "group", "consumer"]
 
-    def __init__(self, topics: str | Sequence[str], group: str = "mdflow",
-                 consumer: str | None = None, start: bool = False, start_id: str = "$",
-                 batch_size: int = 100, block: float = 0.5, claim_idle: float = 60.0,
-                 max_deliveries: int = 5, dead_letter: str = "{topic}:dead",
-                 max_inflight: int = 1000, meta: bool = False, codec: str = "auto",
-                 batch: bool = False, redis_url: str | None = None, **kwargs):
+    def __init__(
+        self,
+        topics: str | Sequence[str],
+        group: str = "mdflow",
+        consumer: str | None = None,
+        start: bool = False,
+        start_id: str = "$",
+        batch_size: int = 100,
+        block: float = 0.5,
+        claim_idle: float = 60.0,
+        max_deliveries: int = 5,
+        dead_letter: str = "{topic}:dead",
+        max_inflight: int = 1000,
+        meta: bool = False,
+        codec: str = "auto",
+        batch: bool = False,
+        redis_url: str | None = None,
+        **kwargs,
+    ):
         where = "from_redis"
         if isinstance(topics, str):
             topics = [topics]
         if not isinstance(topics, (list, tuple)) or not topics:
-            msg = f"{where}: topics must be a str or a non-empty list of str; got {describe(topics)}"
+            msg = (
+                f"{where}: topics must be a str or a non-empty list of str; got {describe(topics)}"
+            )
             raise ConfigError(msg)
         self.topics = [check_topic(t, where, "topics[]") for t in topics]
         self.group = check_text(group, where, "group", "a consumer group")
-        self.consumer = (default_consumer_name() if consumer is None
-                         else check_text(consumer, where, "consumer", "a consumer in the group"))
+        self.consumer = (
+            default_consumer_name()
+            if consumer is None
+            else check_text(consumer, where, "consumer", "a consumer in the group")
+        )
         self.start_id = check_stream_id(start_id, where, "start_id")
         self.batch_size = check_positive(batch_size, where, "batch_size", integer=True)
         self.block = check_positive(block, where, "block")
@@ -148,7 +175,10 @@ class from_redis(SupervisedSource):
         self.max_deliveries = check_positive(max_deliveries, where, "max_deliveries", integer=True)
         self.max_inflight = check_positive(max_inflight, where, "max_inflight", integer=True)
         if not isinstance(dead_letter, str) or not dead_letter:
-            msg = f"{where}: dead_letter must be a stream name (may use {{topic}}); got {describe(dead_letter)}"
+            msg = (
+                f"{where}: dead_letter must be a stream name (may use {{topic}}); "
+                f"got {describe(dead_letter)}"
+            )
             raise ConfigError(msg)
         self.dead_letter = dead_letter
         self.meta = check_flag(meta, where, "meta")
@@ -184,8 +214,13 @@ class from_redis(SupervisedSource):
     async def _create_group(self, conn, topic: str, start_id: str) -> None:
         try:
             await conn.xgroup_create(topic, self.group, id=start_id, mkstream=True)
-            logger.info("%s: created consumer group %r on %r at %s", node_name(self), self.group,
-                        topic, start_id)
+            logger.info(
+                "%s: created consumer group %r on %r at %s",
+                node_name(self),
+                self.group,
+                topic,
+                start_id,
+            )
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -215,8 +250,9 @@ class from_redis(SupervisedSource):
                 raise
             # Redis lost the group (restarted without persistence, or someone deleted it):
             # recreate it from the beginning of what the stream holds: at-least-once.
-            logger.warning("%s: consumer group %r vanished; recreating it at 0", node_name(self),
-                           self.group)
+            logger.warning(
+                "%s: consumer group %r vanished; recreating it at 0", node_name(self), self.group
+            )
             conn = client(self._url)
             for topic in self.topics:
                 await self._create_group(conn, topic, "0")
@@ -233,8 +269,12 @@ class from_redis(SupervisedSource):
                     logger.warning(
                         "%s: %d entries in flight (max_inflight=%d) for %.0fs; reading is paused. "
                         "If a window/buffer downstream holds more elements than max_inflight, "
-                        "raise max_inflight.", node_name(self), self._inflight_entries,
-                        self.max_inflight, waited)
+                        "raise max_inflight.",
+                        node_name(self),
+                        self._inflight_entries,
+                        self.max_inflight,
+                        waited,
+                    )
         return not self.stopped
 
     def _room(self) -> int:
@@ -259,8 +299,12 @@ class from_redis(SupervisedSource):
             if not any(t.decode() == topic for t, _ in reply or []):
                 self._history_done.add(topic)
         if entries:
-            logger.info("%s: replaying %d pending entr%s from an earlier run", node_name(self),
-                        len(entries), "y" if len(entries) == 1 else "ies")
+            logger.info(
+                "%s: replaying %d pending entr%s from an earlier run",
+                node_name(self),
+                len(entries),
+                "y" if len(entries) == 1 else "ies",
+            )
         await self._process(entries)
 
     def _known(self, topic: str, entry_id: str) -> bool:
@@ -270,19 +314,26 @@ class from_redis(SupervisedSource):
     async def _read_new(self) -> None:
         conn = client(self._url)
         streams = dict.fromkeys(self.topics, ">")
-        reply = await conn.xreadgroup(self.group, self.consumer, streams, count=self._room(),
-                                      block=int(self.block * 1000))
-        entries = [_Entry(t.decode(), i.decode(), f or {}, 1)
-                   for t, items in reply or [] for i, f in items]
+        reply = await conn.xreadgroup(
+            self.group, self.consumer, streams, count=self._room(), block=int(self.block * 1000)
+        )
+        entries = [
+            _Entry(t.decode(), i.decode(), f or {}, 1) for t, items in reply or [] for i, f in items
+        ]
         await self._process(entries)
 
     async def _delivery_counts(self, topic: str, ids: list[str]) -> dict[str, int]:
         if not ids:
             return {}
         conn = client(self._url)
-        rows = await conn.xpending_range(topic, self.group, min=min(ids, key=_id_key),
-                                         max=max(ids, key=_id_key), count=len(ids) + 1000,
-                                         consumername=self.consumer)
+        rows = await conn.xpending_range(
+            topic,
+            self.group,
+            min=min(ids, key=_id_key),
+            max=max(ids, key=_id_key),
+            count=len(ids) + 1000,
+            consumername=self.consumer,
+        )
         return {r["message_id"].decode(): r["times_delivered"] for r in rows}
 
     async def _claim_abandoned(self) -> None:
@@ -290,15 +341,21 @@ class from_redis(SupervisedSource):
         conn = client(self._url)
         min_idle = int(self.claim_idle * 1000)
         for topic in self.topics:
-            reply = await conn.xautoclaim(topic, self.group, self.consumer, min_idle,
-                                          start_id="0-0", count=self._room())
+            reply = await conn.xautoclaim(
+                topic, self.group, self.consumer, min_idle, start_id="0-0", count=self._room()
+            )
             items = [(i.decode(), f) for i, f in reply[1] if f is not None]
             items = [(i, f) for i, f in items if not self._known(topic, i)]
             if not items:
                 continue
             self._status.incr("claimed", len(items))
-            logger.info("%s: claimed %d abandoned entr%s from %r", node_name(self), len(items),
-                        "y" if len(items) == 1 else "ies", topic)
+            logger.info(
+                "%s: claimed %d abandoned entr%s from %r",
+                node_name(self),
+                len(items),
+                "y" if len(items) == 1 else "ies",
+                topic,
+            )
             counts = await self._delivery_counts(topic, [i for i, _ in items])
             await self._process([_Entry(topic, i, f, counts.get(i, 1)) for i, f in items])
 
@@ -313,15 +370,21 @@ class from_redis(SupervisedSource):
         for entry in due:
             by_topic.setdefault(entry.topic, []).append(entry)
         for topic, entries in by_topic.items():
-            claimed = await conn.xclaim(topic, self.group, self.consumer, 0, [e.id for e in entries])
+            claimed = await conn.xclaim(
+                topic, self.group, self.consumer, 0, [e.id for e in entries]
+            )
             present = {i.decode() for i, f in claimed if f is not None}
             again = []
             for entry in entries:
                 if entry.id in present:
                     again.append(_Entry(topic, entry.id, entry.fields, entry.deliveries + 1))
                 else:
-                    logger.warning("%s: entry %s of %r was trimmed before it could be retried",
-                                   node_name(self), entry.id, topic)
+                    logger.warning(
+                        "%s: entry %s of %r was trimmed before it could be retried",
+                        node_name(self),
+                        entry.id,
+                        topic,
+                    )
             await self._process(again)
 
     # --- processing ------------------------------------------------------------------------
@@ -333,25 +396,34 @@ class from_redis(SupervisedSource):
         good = []
         for entry in entries:
             if entry.deliveries > self.max_deliveries:
-                reason = (f"delivered {entry.deliveries} times, more than "
-                          f"max_deliveries={self.max_deliveries}")
+                reason = (
+                    f"delivered {entry.deliveries} times, more than "
+                    f"max_deliveries={self.max_deliveries}"
+                )
                 await self._dead.send(entry.topic, entry.id, entry.fields, reason, entry.deliveries)
                 continue
             try:
-                payload = decode_entry(entry.fields, self.codec, source=entry.topic,
-                                       entry_id=entry.id)
+                payload = decode_entry(
+                    entry.fields, self.codec, source=entry.topic, entry_id=entry.id
+                )
             except DecodeError as exc:
                 logger.error("%s: %s; sending it to the dead-letter stream", node_name(self), exc)
-                await self._dead.send(entry.topic, entry.id, entry.fields, str(exc),
-                                      entry.deliveries)
+                await self._dead.send(
+                    entry.topic, entry.id, entry.fields, str(exc), entry.deliveries
+                )
                 continue
             if self.meta:
                 payload = Record(entry.topic, payload, entry.id, entry.deliveries)
             good.append((entry, payload))
         if self.batch and good:
             head = good[0][0]
-            unit = _Entry(head.topic, head.id, [e.fields for e, _ in good], head.deliveries,
-                          ids=[(e.topic, e.id) for e, _ in good])
+            unit = _Entry(
+                head.topic,
+                head.id,
+                [e.fields for e, _ in good],
+                head.deliveries,
+                ids=[(e.topic, e.id) for e, _ in good],
+            )
             await self._emit_one(unit, [p for _, p in good])
         else:
             for entry, payload in good:
@@ -387,18 +459,30 @@ class from_redis(SupervisedSource):
         entry.failed = True
         self._status.incr("failed")
         self._status.error(exc)
-        logger.error("%s: processing entry %s of %r failed (delivery %d of %d); it will be "
-                     "redelivered", node_name(self), entry.id, entry.topic, entry.deliveries,
-                     self.max_deliveries, exc_info=exc)
+        logger.error(
+            "%s: processing entry %s of %r failed (delivery %d of %d); it will be redelivered",
+            node_name(self),
+            entry.id,
+            entry.topic,
+            entry.deliveries,
+            self.max_deliveries,
+            exc_info=exc,
+        )
         key = (entry.topic, entry.id)
         if self._inflight.get(key) is entry:
             del self._inflight[key]
             self._inflight_entries -= len(entry.ids) or 1
         self._capacity.set()
-        members = [entry] if not entry.ids else [
-            _Entry(t, i, fields, entry.deliveries) for (t, i), fields in zip(entry.ids, entry.fields)]
+        members = (
+            [entry]
+            if not entry.ids
+            else [
+                _Entry(t, i, fields, entry.deliveries)
+                for (t, i), fields in zip(entry.ids, entry.fields, strict=True)
+            ]
+        )
         for member in members:
-            member.retry_at = time.monotonic() + min(_RETRY_CAP, _RETRY_BASE * 2 ** member.deliveries)
+            member.retry_at = time.monotonic() + min(_RETRY_CAP, _RETRY_BASE * 2**member.deliveries)
             self._retry[(member.topic, member.id)] = member
 
     def _finished(self, entry: _Entry) -> None:
@@ -451,8 +535,13 @@ class from_redis(SupervisedSource):
         """State; counts read/emitted/acked/dead_lettered/failed/claimed/errors/reconnects;
         ``inflight``, group ``pending`` and ``lag`` (refreshed every second), ``last_id``."""
         return self._status.as_dict(
-            topics=list(self.topics), group=self.group, consumer=self.consumer,
-            inflight=self._inflight_entries, retrying=len(self._retry), **self._metrics)
+            topics=list(self.topics),
+            group=self.group,
+            consumer=self.consumer,
+            inflight=self._inflight_entries,
+            retrying=len(self._retry),
+            **self._metrics,
+        )
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 from streamz import Stream
 
@@ -29,8 +30,14 @@ class StreamWriter(BatchedWriter):
     entry twice if the connection dropped after Redis applied it.
     """
 
-    def add(self, topic: str, fields: dict, maxlen: int | None = None, approximate: bool = True,
-            done: Callable[[Any], None] | None = None) -> asyncio.Future | None:
+    def add(
+        self,
+        topic: str,
+        fields: dict,
+        maxlen: int | None = None,
+        approximate: bool = True,
+        done: Callable[[Any], None] | None = None,
+    ) -> asyncio.Future | None:
         return self.submit((topic, fields, maxlen, approximate), done)
 
     async def _flush(self, items: Sequence[tuple]) -> list:
@@ -74,11 +81,18 @@ class to_redis(PipelinedSink):
     """
 
     _graphviz_shape = "cylinder"
-    str_list = ["topic", "maxlen", "codec"]
+    str_list: ClassVar[list[str]] = ["topic", "maxlen", "codec"]
 
-    def __init__(self, upstream: Stream, topic: str | Callable[[Any], str], maxlen: int | None = None,
-                 approximate: bool = True, codec: str = "msgpack", redis_url: str | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        upstream: Stream,
+        topic: str | Callable[[Any], str],
+        maxlen: int | None = None,
+        approximate: bool = True,
+        codec: str = "msgpack",
+        redis_url: str | None = None,
+        **kwargs,
+    ):
         where = "to_redis"
         if not callable(topic):
             check_topic(topic, where)
@@ -98,4 +112,6 @@ class to_redis(PipelinedSink):
         fields = encode_entry(x, self.codec)  # EncodeError surfaces to the upstream source
         return self._submit(
             partial(self._writer.add, topic, fields, self.maxlen, self.approximate),
-            metadata, f"stream {topic!r}")
+            metadata,
+            f"stream {topic!r}",
+        )

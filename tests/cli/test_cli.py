@@ -9,8 +9,13 @@ import mdflow
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mdflow.cli", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mdflow.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_version():
@@ -34,14 +39,16 @@ def test_doctor_reports_masked_url_and_support(redis_url, isolated_env):
 
 def test_doctor_unavailable_exit_code():
     from mdflow.reservoir import free_port
+
     result = run_cli("doctor", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stdout
 
 
 def test_console_script_is_installed():
-    import shutil
     import os
+    import shutil
+
     script = shutil.which("mdflow", path=os.path.dirname(sys.executable))
     assert script, "the mdflow console script is not installed next to the interpreter"
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)

@@ -10,10 +10,11 @@ from decimal import Decimal
 
 import pytest
 import redis.asyncio
+from helpers import wait_for
+from streamtools import async_wait_for, run, stop_and_wait
 from streamz import Stream
 from tornado.ioloop import IOLoop
 
-from helpers import wait_for
 from mdflow.collectors import (
     Collector,
     CollectorState,
@@ -24,7 +25,6 @@ from mdflow.collectors import (
 )
 from mdflow.errors import ConfigError
 from mdflow.marketdata import OHLCV, DataType, MarketDataPoint
-from streamtools import async_wait_for, run, stop_and_wait
 
 FAST = dict(heartbeat_interval=0.05, max_silence=2.0, backoff=(0.02, 0.2))
 
@@ -46,19 +46,28 @@ def stats(node) -> dict:
 
 
 def tickers(out, symbol=None):
-    return [p for p in out if isinstance(p, MarketDataPoint) and p.data_type is DataType.TICKER
-            and (symbol is None or p.symbol == symbol)]
+    return [
+        p
+        for p in out
+        if isinstance(p, MarketDataPoint)
+        and p.data_type is DataType.TICKER
+        and (symbol is None or p.symbol == symbol)
+    ]
 
 
 # --- normal flow -------------------------------------------------------------------------------
+
 
 def test_points_trades_and_candles_flow_to_a_sink():
     async def body():
         async with SimulatedExchange(["BTC-USDT", "ETH-USDT"], interval=0.01) as ex:
             node = node_for(ex.collector())
             out = node.sink_to_list()
-            prices = node.filter(lambda p: getattr(p, "data_type", None) == "ticker") \
-                .map(lambda p: (p.symbol, p.data["price"])).sink_to_list()
+            prices = (
+                node.filter(lambda p: getattr(p, "data_type", None) == "ticker")
+                .map(lambda p: (p.symbol, p.data["price"]))
+                .sink_to_list()
+            )
             node.start()
             await async_wait_for(lambda: len(tickers(out, "ETH-USDT")) >= 5, message="tickers")
             status, health = node.get_status(), node.get_health_status()
@@ -72,8 +81,11 @@ def test_points_trades_and_candles_flow_to_a_sink():
     assert candles and all(c.timeframe == "1m" and c.low <= c.close <= c.high for c in candles)
     assert {p.symbol for p in out} == {"BTC-USDT", "ETH-USDT"}
     assert all(isinstance(px, Decimal) for _, px in prices)
-    assert all(p.exchange == "simulated" and p.timestamp.tzinfo is not None
-               for p in out if isinstance(p, MarketDataPoint))
+    assert all(
+        p.exchange == "simulated" and p.timestamp.tzinfo is not None
+        for p in out
+        if isinstance(p, MarketDataPoint)
+    )
     assert status["status"] == "running" and health["is_healthy"] and health["issues"] == []
     s = status["statistics"]
     assert s["messages_received"] >= s["messages_processed"] >= 10
@@ -96,21 +108,50 @@ def test_status_dicts_have_the_documented_fields():
     before, during, health, after = run(body)
     assert before["status"] == CollectorState.STOPPED == "stopped"
     assert not before["should_be_running"]
-    for key in ("name", "exchange", "status", "should_be_running", "symbols", "data_types",
-                "auto_restart", "health", "statistics", "backoff"):
+    for key in (
+        "name",
+        "exchange",
+        "status",
+        "should_be_running",
+        "symbols",
+        "data_types",
+        "auto_restart",
+        "health",
+        "statistics",
+        "backoff",
+    ):
         assert key in during, key
     assert during["name"] == "sim-btc" and during["symbols"] == ["BTC-USDT"]
     assert during["data_types"] == ["ticker"] and during["auto_restart"] is True
-    assert set(during["health"]) >= {"time_since_heartbeat", "time_since_data",
-                                     "max_silence_duration"}
+    assert set(during["health"]) >= {
+        "time_since_heartbeat",
+        "time_since_data",
+        "max_silence_duration",
+    }
     assert during["health"]["time_since_heartbeat"] < 2
-    for key in ("messages_received", "messages_processed", "errors", "restarts", "uptime_seconds",
-                "reconnect_attempts", "last_message_time", "connection_uptime", "last_error",
-                "last_restart_time"):
+    for key in (
+        "messages_received",
+        "messages_processed",
+        "errors",
+        "restarts",
+        "uptime_seconds",
+        "reconnect_attempts",
+        "last_message_time",
+        "connection_uptime",
+        "last_error",
+        "last_restart_time",
+    ):
         assert key in during["statistics"], key
     assert during["statistics"]["uptime_seconds"] > 0
-    assert set(health) >= {"is_healthy", "issues", "status", "last_heartbeat", "last_data_received",
-                           "should_be_running", "is_running"}
+    assert set(health) >= {
+        "is_healthy",
+        "issues",
+        "status",
+        "last_heartbeat",
+        "last_data_received",
+        "should_be_running",
+        "is_running",
+    }
     assert after["status"] == "stopped" and after["should_be_running"] is False
 
 
@@ -121,8 +162,15 @@ def test_collector_into_a_redis_stream(redis_url, rdb, prefix):
         conn = redis.asyncio.Redis.from_url(redis_url)
 
         async def xadd(point):
-            await conn.xadd(topic, {"symbol": point.symbol, "price": str(point.data["price"]),
-                                    "ts": point.timestamp.isoformat()})
+            await conn.xadd(
+                topic,
+                {
+                    "symbol": point.symbol,
+                    "price": str(point.data["price"]),
+                    "ts": point.timestamp.isoformat(),
+                },
+            )
+
         try:
             async with SimulatedExchange("BTC-USDT", interval=0.01) as ex:
                 node = node_for(ex.collector(data_types=["ticker"]))
@@ -145,8 +193,9 @@ def test_collector_to_redis_node(redis_url, rdb, prefix):
     async def body():
         async with SimulatedExchange("BTC-USDT", interval=0.01) as ex:
             node = node_for(ex.collector(data_types=["ticker"]))
-            writer = node.map(lambda p: {"symbol": p.symbol, "price": str(p.data["price"])}) \
-                .to_redis(topic, redis_url=redis_url)
+            writer = node.map(
+                lambda p: {"symbol": p.symbol, "price": str(p.data["price"])}
+            ).to_redis(topic, redis_url=redis_url)
             node.start()
             await async_wait_for(lambda: rdb.xlen(topic) >= 10, message="10 entries")
             await stop_and_wait(node)
@@ -158,6 +207,7 @@ def test_collector_to_redis_node(redis_url, rdb, prefix):
 
 # --- faults ------------------------------------------------------------------------------------
 
+
 def test_silence_is_detected_and_followed_by_a_reconnect():
     max_silence = 0.5
 
@@ -168,12 +218,18 @@ def test_silence_is_detected_and_followed_by_a_reconnect():
             node.start()
             await async_wait_for(lambda: len(out) >= 5)
             ex.stall(1.5)
-            await async_wait_for(lambda: stats(node)["silences"] >= 1, timeout=max_silence + 1,
-                                 message="silence detected")
+            await async_wait_for(
+                lambda: stats(node)["silences"] >= 1,
+                timeout=max_silence + 1,
+                message="silence detected",
+            )
             await async_wait_for(lambda: stats(node)["restarts"] >= 1, timeout=5)
             seen = len(out)
-            await async_wait_for(lambda: len(out) > seen + 5 and node.state == "running",
-                                 timeout=10, message="data after the stall")
+            await async_wait_for(
+                lambda: len(out) > seen + 5 and node.state == "running",
+                timeout=10,
+                message="data after the stall",
+            )
             status = node.status()
             await stop_and_wait(node)
             return status, ex.stats
@@ -198,8 +254,10 @@ def test_backoff_delays_grow_and_are_capped():
     status = run(body)
     history = status["backoff"]["history"]
     assert len(history) == 8 and status["backoff"]["last_delay"] == history[-1]
-    ceilings = [min(cap, 0.01 * 2 ** i) for i in range(8)]
-    assert all(c / 2 - 1e-4 <= d <= c + 1e-4 for d, c in zip(history, ceilings)), history
+    ceilings = [min(cap, 0.01 * 2**i) for i in range(8)]
+    assert all(c / 2 - 1e-4 <= d <= c + 1e-4 for d, c in zip(history, ceilings, strict=False)), (
+        history
+    )
     assert history[:5] == sorted(history[:5]), f"delays grow until the cap: {history}"
     assert max(history) <= cap + 1e-4
 
@@ -317,7 +375,7 @@ def test_stop_before_the_loop_runs_and_start_again():
             for _ in range(2):  # a stopped collector can be started again
                 seen = len(out)
                 node.start()
-                await async_wait_for(lambda: len(out) > seen + 3)
+                await async_wait_for(lambda seen=seen: len(out) > seen + 3)
                 await stop_and_wait(node)
             return ex.stats
 
@@ -328,8 +386,11 @@ def test_slow_downstream_is_backpressure_not_silence():
     async def body():
         async with SimulatedExchange("BTC-USDT", interval=0.01) as ex:
             # close_timeout: a backpressured client reads the server's close frame late
-            node = node_for(ex.collector(data_types=["ticker"], close_timeout=0.2),
-                            max_silence=0.3, heartbeat_interval=0.05)
+            node = node_for(
+                ex.collector(data_types=["ticker"], close_timeout=0.2),
+                max_silence=0.3,
+                heartbeat_interval=0.05,
+            )
             done = []
 
             async def slow(point):
@@ -348,6 +409,7 @@ def test_slow_downstream_is_backpressure_not_silence():
 
 
 # --- custom collectors -------------------------------------------------------------------------
+
 
 class Scripted(Collector):
     """An in-memory feed: each session yields the next script, then ends or raises."""
@@ -440,8 +502,9 @@ def test_polling_collector_runs_sync_fetch_off_the_loop_and_recovers():
         return MarketDataPoint("rest", result["symbol"], time.time(), "ticker", result)
 
     async def body():
-        node = node_for(PollingCollector(fetch, "BTC-USDT", interval=0.01, parse=parse,
-                                         exchange="rest"))
+        node = node_for(
+            PollingCollector(fetch, "BTC-USDT", interval=0.01, parse=parse, exchange="rest")
+        )
         out = node.sink_to_list()
         node.start()
         await async_wait_for(lambda: len(out) >= 5)
@@ -494,6 +557,7 @@ def test_simulated_exchange_and_collector_from_sync_code():
 
 
 # --- configuration errors ----------------------------------------------------------------------
+
 
 def test_configuration_errors_say_what_was_wrong():
     ok = SimulatedExchangeCollector("ws://127.0.0.1:1", "BTC-USDT")

@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+from streamtools import async_wait_for, run
 from streamz import Stream
 from tornado.ioloop import IOLoop
 
@@ -17,7 +18,6 @@ from mdflow.collectors import (
     published_status,
 )
 from mdflow.errors import ConfigError
-from streamtools import async_wait_for, run
 
 
 def node_for(coll, **kwargs):
@@ -60,12 +60,15 @@ def test_failed_collectors_are_listed_and_restarted_until_they_recover():
 
             failed_status = await async_wait_for(failed_snapshot, message="bad to fail")
             await async_wait_for(lambda: manager.get_running_collectors() == ["good"])
-            await async_wait_for(lambda: stat(manager, "restarts_performed") >= 1,
-                                 message="a restart by the manager")
+            await async_wait_for(
+                lambda: stat(manager, "restarts_performed") >= 1, message="a restart by the manager"
+            )
             async with SimulatedExchange("BTC-USDT", interval=0.01, port=port):
                 await async_wait_for(
                     lambda: sorted(manager.get_running_collectors()) == ["bad", "good"],
-                    timeout=10, message="bad to recover")
+                    timeout=10,
+                    message="bad to recover",
+                )
                 recovered = manager.get_collector_status("bad")
                 await manager.stop()
             return failed_status, recovered, manager
@@ -107,8 +110,13 @@ def test_enable_disable_restart_remove():
             await async_wait_for(lambda: node.state is CollectorState.RUNNING)
             connections = ex.stats["connections_total"]
             assert await manager.restart_collector("sim")
-            await async_wait_for(lambda: ex.stats["connections_total"] > connections
-                                 and node.state is CollectorState.RUNNING, message="reconnect")
+            await async_wait_for(
+                lambda: (
+                    ex.stats["connections_total"] > connections
+                    and node.state is CollectorState.RUNNING
+                ),
+                message="reconnect",
+            )
             assert node.status()["statistics"]["restarts"] == 1
             assert await manager.restart_all_collectors() == {"sim": True}
 
@@ -135,8 +143,7 @@ def test_a_collector_stuck_unhealthy_is_restarted_by_the_manager():
             ex.stall(1.0)
             await async_wait_for(lambda: node.state is CollectorState.UNHEALTHY, timeout=3)
             health = node.get_health_status()
-            await async_wait_for(lambda: stat(manager, "restarts_performed") >= 1,
-                                 timeout=5)
+            await async_wait_for(lambda: stat(manager, "restarts_performed") >= 1, timeout=5)
             await async_wait_for(lambda: node.state is CollectorState.RUNNING, timeout=10)
             await manager.stop()
             return health
@@ -156,8 +163,10 @@ def test_status_snapshot_is_published_to_redis(redis_url, rdb, prefix):
             manager.add_collector(node_for(ex.collector()), name="sim")
             manager.add_collector(node_for(ex.collector()), name="spare")
             await manager.start()
-            await async_wait_for(lambda: json.loads(rdb.hget(key, "sim") or "{}").get("status")
-                                 == "running", message="published running status")
+            await async_wait_for(
+                lambda: json.loads(rdb.hget(key, "sim") or "{}").get("status") == "running",
+                message="published running status",
+            )
             manager.remove_collector("spare")
             await async_wait_for(lambda: not rdb.hexists(key, "spare"), message="spare removed")
             await manager.stop()
@@ -178,8 +187,13 @@ def test_manager_status_and_configuration_errors():
     status = manager.get_status()
     assert status["manager"] == "ops" and status["running"] is False
     assert status["total_collectors"] == 0 and status["collectors"] == {}
-    assert set(status["statistics"]) >= {"restarts_performed", "failed_collectors",
-                                         "running_collectors", "health_checks", "uptime_seconds"}
+    assert set(status["statistics"]) >= {
+        "restarts_performed",
+        "failed_collectors",
+        "running_collectors",
+        "health_checks",
+        "uptime_seconds",
+    }
     assert status["status_key"] is None
     with pytest.raises(ConfigError, match=r"restart_delay must be a positive number .*got 0"):
         CollectorManager("ops", restart_delay=0)

@@ -10,14 +10,14 @@ import subprocess
 import sys
 
 import pytest
+from pubsubtools import connect, wait_numpat, wait_numsub
+from streamtools import async_wait_for, run, stop_and_wait
 from streamz import RefCounter, Stream
 
 import mdflow.pubsub  # noqa: F401 - registers from_pubsub, to_pubsub, to_cache
 from mdflow.codecs import decode_message, encode_message
 from mdflow.errors import ConfigError
 from mdflow.record import Record
-from pubsubtools import connect, wait_numpat, wait_numsub
-from streamtools import async_wait_for, run, stop_and_wait
 
 
 def listen(url, channels, **kwargs):
@@ -42,8 +42,12 @@ def test_channel_receives_json_text_and_bytes_from_a_plain_client(redis_url, pre
         return out, source.status()
 
     out, status = run(body)
-    assert out == [{"symbol": "BTC-USD", "price": "101.5"}, [1, 2.5, None], "plain text",
-                   b"\xff\xfe\x00raw"]
+    assert out == [
+        {"symbol": "BTC-USD", "price": "101.5"},
+        [1, 2.5, None],
+        "plain text",
+        b"\xff\xfe\x00raw",
+    ]
     assert status["received"] == 4 and status["emitted"] == 4 and status["errors"] == 0
     assert status["state"] == "stopped"
 
@@ -74,8 +78,13 @@ def test_patterns_and_channels_with_meta_records(redis_factory, prefix):
 
 def test_to_pubsub_round_trips_mdflow_objects_and_emits_receivers(redis_url, prefix):
     channel = prefix + "objs"
-    objects = [{"symbol": "ETH", "px": 2.5, "tags": ["a", "b"], "none": None}, b"\x00bytes",
-               "text", 42, [1, {"nested": True}]]
+    objects = [
+        {"symbol": "ETH", "px": 2.5, "tags": ["a", "b"], "none": None},
+        b"\x00bytes",
+        "text",
+        42,
+        [1, {"nested": True}],
+    ]
 
     async def body():
         listener = listen(redis_url, channel)
@@ -97,7 +106,8 @@ def test_to_pubsub_round_trips_mdflow_objects_and_emits_receivers(redis_url, pre
 
 
 def test_to_pubsub_json_is_readable_by_a_plain_subscriber_and_channel_may_be_a_function(
-        redis_url, prefix):
+    redis_url, prefix
+):
     async def body():
         source = Stream(asynchronous=True)
         source.to_pubsub(lambda t: prefix + t["symbol"], codec="json", redis_url=redis_url)
@@ -125,10 +135,10 @@ def test_to_pubsub_holds_metadata_refs_until_published(redis_url, prefix):
         node = source.to_pubsub(prefix + "refs", redis_url=redis_url)
         ref = RefCounter(initial=1, cb=lambda: released.append(True), loop=node.loop)
         node.update("x", metadata=[{"ref": ref}])
-        ref.release()                                   # the source lets go at once...
-        assert ref.count == 1 and not released          # ...but the sink still holds it
+        ref.release()  # the source lets go at once...
+        assert ref.count == 1 and not released  # ...but the sink still holds it
         assert await node.flush(timeout=5)
-        await asyncio.sleep(0)                          # RefCounter calls back on the loop
+        await asyncio.sleep(0)  # RefCounter calls back on the loop
         return ref.count, node.status()
 
     count, status = run(body)
@@ -142,8 +152,9 @@ def test_to_cache_set_ttl_list_cap_and_expire(redis_url, rdb, prefix):
         source.to_cache(prefix + "plain", redis_url=redis_url)
         source.to_cache(prefix + "ttl", ttl=30, redis_url=redis_url)
         source.to_cache(prefix + "list", list_max=3, ttl=60, redis_url=redis_url)
-        keys = source.to_cache(lambda x: f"{prefix}by:{x['n']}", codec="json",
-                               redis_url=redis_url).sink_to_list()
+        keys = source.to_cache(
+            lambda x: f"{prefix}by:{x['n']}", codec="json", redis_url=redis_url
+        ).sink_to_list()
         for n in range(5):
             await source.emit({"n": n})
         return keys
@@ -155,9 +166,12 @@ def test_to_cache_set_ttl_list_cap_and_expire(redis_url, rdb, prefix):
     assert 0 < rdb.ttl(prefix + "ttl") <= 30
     assert rdb.type(prefix + "list") == b"list"
     assert [decode_message(v) for v in rdb.lrange(prefix + "list", 0, -1)] == [
-        {"n": 4}, {"n": 3}, {"n": 2}]
+        {"n": 4},
+        {"n": 3},
+        {"n": 2},
+    ]
     assert 30 < rdb.ttl(prefix + "list") <= 60
-    assert json.loads(rdb.get(prefix + "by:3")) == {"n": 3}   # json: readable by anyone
+    assert json.loads(rdb.get(prefix + "by:3")) == {"n": 3}  # json: readable by anyone
 
 
 def test_cache_write_errors_reach_the_source_and_are_counted(redis_url, rdb, prefix, caplog):
@@ -225,8 +239,9 @@ def test_resubscribes_after_its_redis_restarts(redis_factory, prefix):
             await conn.publish(channel, "before")
             await async_wait_for(lambda: out == ["before"])
         await asyncio.get_running_loop().run_in_executor(None, server.restart)
-        await async_wait_for(lambda: source.status()["restarts"] >= 1, timeout=15,
-                             message="a new subscription")
+        await async_wait_for(
+            lambda: source.status()["restarts"] >= 1, timeout=15, message="a new subscription"
+        )
         async with connect(server.url) as conn:
             await wait_numsub(conn, channel)
             await conn.publish(channel, "after")
@@ -267,18 +282,28 @@ def test_labels_say_what_nodes_are(redis_url):
     assert cache._graphviz_shape == "cylinder"
 
 
-@pytest.mark.parametrize(("make", "match"), [
-    (lambda: Stream.from_pubsub(42),
-     r"from_pubsub: channels must be a str or a list of str; got 42 \(int\)"),
-    (lambda: Stream.from_pubsub([]), r"channels must be a str or a list of str; got \[\] \(list\)"),
-    (lambda: Stream.from_pubsub(["ok", 3]),
-     r"every entry of channels must be a non-empty str; got 3"),
-    (lambda: Stream.from_pubsub("c", codec="yaml"), r"from_pubsub.*codec"),
-    (lambda: Stream().to_pubsub(""), r"to_pubsub: channel must be a non-empty str"),
-    (lambda: Stream().to_cache("k", ttl=-1), r"to_cache: ttl must be None .* got -1 \(int\)"),
-    (lambda: Stream().to_cache("k", list_max=0), r"to_cache: list_max must be None .* got 0"),
-    (lambda: Stream().to_cache(None), r"to_cache: key must be a non-empty str"),
-])
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda: Stream.from_pubsub(42),
+            r"from_pubsub: channels must be a str or a list of str; got 42 \(int\)",
+        ),
+        (
+            lambda: Stream.from_pubsub([]),
+            r"channels must be a str or a list of str; got \[\] \(list\)",
+        ),
+        (
+            lambda: Stream.from_pubsub(["ok", 3]),
+            r"every entry of channels must be a non-empty str; got 3",
+        ),
+        (lambda: Stream.from_pubsub("c", codec="yaml"), r"from_pubsub.*codec"),
+        (lambda: Stream().to_pubsub(""), r"to_pubsub: channel must be a non-empty str"),
+        (lambda: Stream().to_cache("k", ttl=-1), r"to_cache: ttl must be None .* got -1 \(int\)"),
+        (lambda: Stream().to_cache("k", list_max=0), r"to_cache: list_max must be None .* got 0"),
+        (lambda: Stream().to_cache(None), r"to_cache: key must be a non-empty str"),
+    ],
+)
 def test_arguments_are_checked_before_any_io(make, match, redis_url, monkeypatch):
     monkeypatch.setenv("MDFLOW_REDIS_URL", redis_url)
     with pytest.raises(ConfigError, match=match):
@@ -306,8 +331,11 @@ def test_a_connection_that_stops_answering_is_given_up_and_renewed(redis_factory
         async with connect(server.url) as conn:
             await wait_numsub(conn, channel)
             await conn.execute_command("CLIENT", "PAUSE", "1000", "ALL")
-            await async_wait_for(lambda: source.status()["reconnects"] >= 1, timeout=10,
-                                 message="the watchdog to give the connection up")
+            await async_wait_for(
+                lambda: source.status()["reconnects"] >= 1,
+                timeout=10,
+                message="the watchdog to give the connection up",
+            )
             await async_wait_for(lambda: source.status()["restarts"] >= 1, timeout=10)
             await wait_numsub(conn, channel)
             await conn.publish(channel, "still here")
@@ -322,14 +350,25 @@ def test_a_connection_that_stops_answering_is_given_up_and_renewed(redis_factory
 @pytest.mark.slow
 def test_benchmark_quick_run_prints_its_json_line(isolated_env):
     script = pathlib.Path(__file__).parents[2] / "benchmarks" / "bench_pubsub.py"
-    result = subprocess.run([sys.executable, str(script), "--quick", "--repeat", "1"],
-                            env=isolated_env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--repeat", "1"],
+        env=isolated_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[-1].startswith('{"bench": "pubsub"')
     figures = json.loads(lines[-1])
-    for key in ("raw_listen_per_s", "from_pubsub_per_s", "scanner_per_s", "from_pubsub_p99_ms",
-                "from_pubsub_first_after_silence_ms", "from_pubsub_vs_raw_decode"):
+    for key in (
+        "raw_listen_per_s",
+        "from_pubsub_per_s",
+        "scanner_per_s",
+        "from_pubsub_p99_ms",
+        "from_pubsub_first_after_silence_ms",
+        "from_pubsub_vs_raw_decode",
+    ):
         assert figures[key] > 0, key
     assert any(line.startswith("from_pubsub -> sink") for line in lines)
 
@@ -342,7 +381,7 @@ def test_running_means_redis_confirmed_the_subscriptions(redis_factory, prefix):
         out = source.sink_to_list()
         source.start()
         await async_wait_for(lambda: source.status()["state"] == "running")
-        async with connect(url) as conn:   # no waiting for NUMSUB here: that is the point
+        async with connect(url) as conn:  # no waiting for NUMSUB here: that is the point
             counts = dict(await conn.pubsub_numsub(prefix + "a", prefix + "b"))
             patterns = await conn.pubsub_numpat()
             await conn.publish(prefix + "p:x", "hello")

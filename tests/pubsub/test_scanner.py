@@ -5,24 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, ClassVar
 
 import pytest
+from pubsubtools import connect, wait_numpat, wait_numsub
+from streamtools import async_wait_for, run, stop_and_wait
 from streamz import RefCounter, Stream
 
 import mdflow.pubsub  # noqa: F401 - registers the nodes
-from mdflow.analyzers import HighLowOfDay
+from mdflow.analyzers import Analyzer, AnalyzerResult, Cache, HighLowOfDay
 from mdflow.codecs import decode_message, encode_message
 from mdflow.errors import ConfigError, DecodeError
 from mdflow.record import Record
-from mdflow.analyzers import Analyzer, AnalyzerResult, Cache
-from pubsubtools import connect, wait_numpat, wait_numsub
-from streamtools import async_wait_for, run, stop_and_wait
 
 
 class Echo(Analyzer):
     """Caches and publishes each message's ``n``; raises on ``"boom"``; nothing for ``"skip"``."""
 
-    defaults = {"prefix": "", "list_max": None, "ttl": 0}
+    defaults: ClassVar[dict[str, Any] | None] = {"prefix": "", "list_max": None, "ttl": 0}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -42,10 +42,16 @@ class Echo(Analyzer):
         if not isinstance(data, dict):
             raise DecodeError(f"expected a dict; got {data!r}")
         p = self.options["prefix"]
-        return [AnalyzerResult({"n": data["n"]}, cache_key=p + "list",
-                               cache_ttl=self.options["ttl"],
-                               cache_list_max=self.options["list_max"], publish_key=p + "out"),
-                AnalyzerResult({"last": data["n"]}, cache_key=p + "last", cache_ttl=30)]
+        return [
+            AnalyzerResult(
+                {"n": data["n"]},
+                cache_key=p + "list",
+                cache_ttl=self.options["ttl"],
+                cache_list_max=self.options["list_max"],
+                publish_key=p + "out",
+            ),
+            AnalyzerResult({"last": data["n"]}, cache_key=p + "last", cache_ttl=30),
+        ]
 
 
 def scanner(url, subscriptions, analyzer, **kwargs):
@@ -60,7 +66,7 @@ def test_scanner_caches_publishes_and_emits_results(redis_factory, prefix):
         node = scanner(url, [prefix + "in", prefix + "ticks:*"], analyzer)
         results = node.sink_to_list()
         async with connect(url) as conn:
-            raw = conn.pubsub(ignore_subscribe_messages=True)   # another program, listening
+            raw = conn.pubsub(ignore_subscribe_messages=True)  # another program, listening
             await raw.subscribe(prefix + "out")
             node.start()
             await wait_numsub(conn, prefix + "in")
@@ -85,8 +91,8 @@ def test_scanner_caches_publishes_and_emits_results(redis_factory, prefix):
     assert all(isinstance(r, AnalyzerResult) for r in results)
     assert [r.data for r in results[::2]] == [{"n": n} for n in range(5)]
     assert published == [{"n": n} for n in range(5)]
-    assert cached == [{"n": 4}, {"n": 3}, {"n": 2}]              # capped at list_max, newest first
-    assert 30 < ttls[0] <= 60 and 0 < ttls[1] <= 30               # EXPIRE on the list, SETEX
+    assert cached == [{"n": 4}, {"n": 3}, {"n": 2}]  # capped at list_max, newest first
+    assert 30 < ttls[0] <= 60 and 0 < ttls[1] <= 30  # EXPIRE on the list, SETEX
     assert last == {"last": 4}
     assert status["processed"] == 5 and status["published_results"] == 10
     assert status["errors"] == 0 and status["decoding_errors"] == 0 and status["empty_results"] == 0
@@ -103,8 +109,14 @@ def test_bad_messages_and_analyzer_errors_are_counted_and_skipped(redis_url, pre
         node.start()
         async with connect(redis_url) as conn:
             await wait_numsub(conn, channel)
-            for payload in (b"\xc1MDF\xc1garbage", "boom", "skip", "not a dict", b"\xff\xfe",
-                            encode_message({"n": 7})):
+            for payload in (
+                b"\xc1MDF\xc1garbage",
+                "boom",
+                "skip",
+                "not a dict",
+                b"\xff\xfe",
+                encode_message({"n": 7}),
+            ):
                 await conn.publish(channel, payload)
             await async_wait_for(lambda: len(results) == 2, message="the good message")
         await stop_and_wait(node)
@@ -114,14 +126,15 @@ def test_bad_messages_and_analyzer_errors_are_counted_and_skipped(redis_url, pre
         results, status = run(body)
     assert [r.data for r in results] == [{"n": 7}, {"last": 7}]
     assert status["received"] == 6
-    assert status["decoding_errors"] == 3          # bad frame, text and bytes that are no dict
+    assert status["decoding_errors"] == 3  # bad frame, text and bytes that are no dict
     assert status["errors"] == 1 and "expected a dict" in status["last_error"]
     assert status["empty_results"] == 1 and status["processed"] == 2
     assert status["state"] == "stopped"
     failures = [r.getMessage() for r in caplog.records]
     assert any("scanner<" in m and repr(channel) in m and "Echo" in m for m in failures)
-    assert any(r.exc_info and "analyzer cannot handle boom" in str(r.exc_info[1])
-               for r in caplog.records)
+    assert any(
+        r.exc_info and "analyzer cannot handle boom" in str(r.exc_info[1]) for r in caplog.records
+    )
 
 
 def test_rehydration_restores_high_low_of_day_after_a_restart(redis_url, prefix):
@@ -136,8 +149,9 @@ def test_rehydration_restores_high_low_of_day_after_a_restart(redis_url, prefix)
         async with connect(redis_url) as conn:
             await wait_numsub(conn, channel)
             for price in prices:
-                await conn.publish(channel, encode_message(
-                    {"symbol": "BTC-USD", "price": price, "ts": now}))
+                await conn.publish(
+                    channel, encode_message({"symbol": "BTC-USD", "price": price, "ts": now})
+                )
             await async_wait_for(lambda: node.status()["processed"] == len(prices))
         await stop_and_wait(node)
         return [r.data["kind"] for r in results], node.status()
@@ -148,7 +162,7 @@ def test_rehydration_restores_high_low_of_day_after_a_restart(redis_url, prefix)
         restarted.start()
         await async_wait_for(lambda: "BTC-USD" in second.ranges, message="rehydration")
         await stop_and_wait(restarted)
-        later, status = await feed(restarted, [102, 106])   # inside the range, then above it
+        later, status = await feed(restarted, [102, 106])  # inside the range, then above it
         return kinds, later, status
 
     kinds, later, status = run(body)
@@ -218,8 +232,14 @@ def test_scan_on_a_plain_stream_fed_asynchronously(redis_url, prefix):
         return out, node.status()
 
     out, status = run(body)
-    assert [r.data for r in out] == [{"n": 0}, {"last": 0}, {"n": 1}, {"last": 1}, {"n": 2},
-                                     {"last": 2}]
+    assert [r.data for r in out] == [
+        {"n": 0},
+        {"last": 0},
+        {"n": 1},
+        {"last": 1},
+        {"n": 2},
+        {"last": 2},
+    ]
     assert status["processed"] == 3 and status["emitted"] == 6
 
 
@@ -233,7 +253,7 @@ def test_scan_failure_reaches_the_source_so_the_entry_is_not_acked(redis_url, pr
             await source.emit("boom", metadata=[{"fail": failures.append}])
         with pytest.raises(DecodeError):
             await source.emit(["not", "a", "dict"])
-        await source.emit({"n": 1})                     # the node goes on
+        await source.emit({"n": 1})  # the node goes on
         return node.status()
 
     with caplog.at_level(logging.ERROR, logger="mdflow.pubsub.scanner"):
@@ -250,9 +270,14 @@ def test_cache_helper_reads_what_writers_wrote(redis_url, rdb, prefix):
 
     async def body():
         cache = Cache(redis_url)
-        return (await cache.get(prefix + "a"), await cache.get(prefix + "b"),
-                await cache.get(prefix + "missing"), await cache.get_list(prefix + "list"),
-                await cache.get_list(prefix + "list", 0, 0), await cache.keys(prefix + "*"))
+        return (
+            await cache.get(prefix + "a"),
+            await cache.get(prefix + "b"),
+            await cache.get(prefix + "missing"),
+            await cache.get_list(prefix + "list"),
+            await cache.get_list(prefix + "list", 0, 0),
+            await cache.keys(prefix + "*"),
+        )
 
     a, b, missing, items, newest, keys = run(body)
     assert (a, b, missing) == ({"x": 1}, {"json": True}, None)
@@ -285,7 +310,7 @@ def test_rehydration_failure_is_logged_and_the_scanner_runs_on(redis_url, prefix
 def test_streamz_scan_with_a_function_is_still_accumulate():
     source = Stream()
     totals = source.scan(lambda acc, x: acc + x, start=0).sink_to_list()
-    counts = source.frequencies().sink_to_list()      # streamz calls self.scan(...) inside
+    counts = source.frequencies().sink_to_list()  # streamz calls self.scan(...) inside
     for x in (1, 2, 2):
         source.emit(x)
     assert totals == [1, 3, 5]
@@ -298,24 +323,41 @@ def test_analyzer_by_name_and_labels(redis_url):
     assert str(Stream().scan(HighLowOfDay(), redis_url=redis_url)) == "<scan: high_low_of_day>"
 
 
-@pytest.mark.parametrize(("make", "match"), [
-    (lambda: Stream.scanner(42, Echo()),
-     r"scanner: subscriptions must be a str or a list of str; got 42 \(int\)"),
-    (lambda: Stream.scanner("c", object()), r"scanner: analyzer must be an mdflow.Analyzer"),
-    (lambda: Stream.scanner("c", Echo),
-     r"scanner: analyzer must be an Analyzer instance; got the class Echo"),
-    (lambda: Stream.scanner("c", "no-such"),
-     r"unknown analyzer 'no-such'; known analyzers: .*high_low_of_day"),
-    (lambda: Stream().scan(Echo(), codec="pickle"), r"scan.*codec"),
-    (lambda: Echo(colour="red"),
-     r"Echo: unknown option\(s\) colour; known options are list_max, prefix, ttl"),
-    (lambda: AnalyzerResult(1, cache_list_max=0),
-     r"AnalyzerResult: cache_list_max must be None .* got 0"),
-    (lambda: AnalyzerResult(1, cache_ttl=-5),
-     r"AnalyzerResult: cache_ttl must be .* got -5 \(int\)"),
-    (lambda: AnalyzerResult(1, publish_key=7),
-     r"AnalyzerResult: publish_key must be None or a non-empty str"),
-])
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda: Stream.scanner(42, Echo()),
+            r"scanner: subscriptions must be a str or a list of str; got 42 \(int\)",
+        ),
+        (lambda: Stream.scanner("c", object()), r"scanner: analyzer must be an mdflow.Analyzer"),
+        (
+            lambda: Stream.scanner("c", Echo),
+            r"scanner: analyzer must be an Analyzer instance; got the class Echo",
+        ),
+        (
+            lambda: Stream.scanner("c", "no-such"),
+            r"unknown analyzer 'no-such'; known analyzers: .*high_low_of_day",
+        ),
+        (lambda: Stream().scan(Echo(), codec="pickle"), r"scan.*codec"),
+        (
+            lambda: Echo(colour="red"),
+            r"Echo: unknown option\(s\) colour; known options are list_max, prefix, ttl",
+        ),
+        (
+            lambda: AnalyzerResult(1, cache_list_max=0),
+            r"AnalyzerResult: cache_list_max must be None .* got 0",
+        ),
+        (
+            lambda: AnalyzerResult(1, cache_ttl=-5),
+            r"AnalyzerResult: cache_ttl must be .* got -5 \(int\)",
+        ),
+        (
+            lambda: AnalyzerResult(1, publish_key=7),
+            r"AnalyzerResult: publish_key must be None or a non-empty str",
+        ),
+    ],
+)
 def test_arguments_are_checked(make, match, redis_url, monkeypatch):
     monkeypatch.setenv("MDFLOW_REDIS_URL", redis_url)
     with pytest.raises(ConfigError, match=match):

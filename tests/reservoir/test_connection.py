@@ -9,9 +9,8 @@ import redis
 import redis.asyncio
 
 import mdflow
-from mdflow.reservoir import connection
 from mdflow.errors import RedisUnavailable
-from mdflow.reservoir import free_port
+from mdflow.reservoir import connection, free_port
 
 
 def test_shared_async_client_per_url_and_loop(redis_url):
@@ -47,7 +46,7 @@ def test_unavailable_names_masked_url_and_hint():
 
 def test_async_unavailable_after_deadline():
     url = f"redis://127.0.0.1:{free_port()}/0"
-    with pytest.raises(RedisUnavailable, match="did not answer within 0.3s"):
+    with pytest.raises(RedisUnavailable, match=r"did not answer within 0\.3s"):
         asyncio.run(connection.wait_available(url, deadline=0.3))
 
 
@@ -66,7 +65,7 @@ def test_wait_available_rides_out_a_restart(redis_factory):
 
 def test_backoff_grows_and_is_capped():
     backoff = mdflow.Backoff(base=0.1, cap=1.0)
-    ceilings = [min(1.0, 0.1 * 2 ** n) for n in range(1, 10)]
+    ceilings = [min(1.0, 0.1 * 2**n) for n in range(1, 10)]
     for ceiling in ceilings:
         assert 0 <= backoff.next_delay() <= ceiling
     assert backoff.failures == 9
@@ -93,17 +92,33 @@ def test_server_kill_and_restart_with_aof_keeps_data(redis_factory):
 def test_acl_user_password_and_db_number(redis_factory, caplog):
     import logging
 
-    server = redis_factory(extra_args=("--requirepass", "adminpw",
-                                       "--user", "alice", "on", ">s3cret", "~*", "&*", "+@all"))
+    server = redis_factory(
+        extra_args=(
+            "--requirepass",
+            "adminpw",
+            "--user",
+            "alice",
+            "on",
+            ">s3cret",
+            "~*",
+            "&*",
+            "+@all",
+        )
+    )
     url = f"redis://alice:s3cret@127.0.0.1:{server.port}/3"
     caplog.set_level(logging.INFO, logger="mdflow")
     database = connection.ensure_available(url, deadline=5)
     database.set("k", "v")
-    plain = redis.Redis(host="127.0.0.1", port=server.port, db=3, username="alice",
-                        password="s3cret")
-    assert plain.get("k") == b"v"                      # db number honoured
-    assert redis.Redis(host="127.0.0.1", port=server.port, db=0, username="alice",
-                       password="s3cret").get("k") is None
+    plain = redis.Redis(
+        host="127.0.0.1", port=server.port, db=3, username="alice", password="s3cret"
+    )
+    assert plain.get("k") == b"v"  # db number honoured
+    assert (
+        redis.Redis(
+            host="127.0.0.1", port=server.port, db=0, username="alice", password="s3cret"
+        ).get("k")
+        is None
+    )
     plain.close()
     assert "alice:***@" in caplog.text and "s3cret" not in caplog.text
 

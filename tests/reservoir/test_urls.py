@@ -12,8 +12,8 @@ import pytest
 import redis
 
 import mdflow
-from mdflow.reservoir import urls
 from mdflow.errors import ConfigError, MdflowError
+from mdflow.reservoir import urls
 
 
 def test_explicit_argument_wins(monkeypatch):
@@ -30,26 +30,32 @@ def test_mdflow_env_before_redis_env(monkeypatch):
     assert mdflow.redis_url() == "redis://env-redis:1/0"
 
 
-@pytest.mark.parametrize("url", [
-    "redis://localhost",
-    "redis://localhost:6380/2",
-    "rediss://user:pw@cache.example.com:6380/0",
-    "unix:///tmp/redis.sock",
-    "unix:///tmp/redis.sock?db=3",
-    "redis://:pw@10.0.0.1:6379?db=4",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost",
+        "redis://localhost:6380/2",
+        "rediss://user:pw@cache.example.com:6380/0",
+        "unix:///tmp/redis.sock",
+        "unix:///tmp/redis.sock?db=3",
+        "redis://:pw@10.0.0.1:6379?db=4",
+    ],
+)
 def test_accepts_supported_schemes(url):
     assert mdflow.redis_url(url) == url
 
 
-@pytest.mark.parametrize("url, match", [
-    ("http://localhost:6379", "must start with redis://, rediss:// or unix://"),
-    ("redis://:pw@host:notaport/0", "invalid port"),
-    ("redis://host:6379/abc", "database number"),
-    ("unix://", "socket path"),
-    ("", "non-empty str"),
-    (42, r"got 42 \(int\)"),
-])
+@pytest.mark.parametrize(
+    "url, match",
+    [
+        ("http://localhost:6379", "must start with redis://, rediss:// or unix://"),
+        ("redis://:pw@host:notaport/0", "invalid port"),
+        ("redis://host:6379/abc", "database number"),
+        ("unix://", "socket path"),
+        ("", "non-empty str"),
+        (42, r"got 42 \(int\)"),
+    ],
+)
 def test_rejects_bad_urls_with_clear_message(url, match):
     with pytest.raises(ConfigError, match=match):
         mdflow.redis_url(url)
@@ -59,13 +65,16 @@ def test_config_error_is_value_error():
     assert issubclass(ConfigError, ValueError) and issubclass(ConfigError, MdflowError)
 
 
-@pytest.mark.parametrize("url, masked", [
-    ("redis://alice:s3cret@cache:6379/0", "redis://alice:***@cache:6379/0"),
-    ("rediss://:s3cret@cache:6380", "rediss://:***@cache:6380"),
-    ("redis://alice@cache:6379", "redis://alice@cache:6379"),
-    ("unix:///run/r.sock?db=1&password=s3cret", "unix:///run/r.sock?db=1&password=***"),
-    ("redis://cache:6379/0", "redis://cache:6379/0"),
-])
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("redis://alice:s3cret@cache:6379/0", "redis://alice:***@cache:6379/0"),
+        ("rediss://:s3cret@cache:6380", "rediss://:***@cache:6380"),
+        ("redis://alice@cache:6379", "redis://alice@cache:6379"),
+        ("unix:///run/r.sock?db=1&password=s3cret", "unix:///run/r.sock?db=1&password=***"),
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+    ],
+)
 def test_mask_url(url, masked):
     assert mdflow.mask_url(url) == masked
 
@@ -87,8 +96,13 @@ def test_mask_text_scrubs_urls_inside_messages():
 
 
 def _run(code: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_embedded_server_starts_on_first_use_and_stops_at_exit(isolated_env):
@@ -105,7 +119,7 @@ def test_embedded_server_starts_on_first_use_and_stops_at_exit(isolated_env):
     result = _run(code, isolated_env)
     assert result.returncode == 0, result.stderr
     url = result.stdout.strip()
-    socket_path = url[len("unix://"):].split("?")[0]
+    socket_path = url[len("unix://") :].split("?")[0]
     assert not os.path.exists(socket_path), "embedded server (or its dir) outlived the process"
     with pytest.raises(redis.ConnectionError):
         redis.Redis(unix_socket_path=socket_path).ping()
@@ -113,15 +127,21 @@ def test_embedded_server_starts_on_first_use_and_stops_at_exit(isolated_env):
 
 def test_embedded_server_persists_with_embedded_dir(isolated_env, tmp_path):
     env = dict(isolated_env, MDFLOW_EMBEDDED_DIR=str(tmp_path / "data"))
-    write = _run("""
+    write = _run(
+        """
         import mdflow
         mdflow.db().xadd("persisted", {"a": "1"})
-    """, env)
+    """,
+        env,
+    )
     assert write.returncode == 0, write.stderr
-    read = _run("""
+    read = _run(
+        """
         import mdflow
         print(mdflow.db().xlen("persisted"))
-    """, env)
+    """,
+        env,
+    )
     assert read.returncode == 0, read.stderr
     assert read.stdout.strip() == "1"
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from streamtools import async_wait_for, pending_count, run, stop_and_wait
 from streamz import Stream
 from streamz.sinks import Sink
 
 from mdflow.codecs import encode_entry
-from streamtools import async_wait_for, pending_count, run, stop_and_wait
 
 
 class Gate:
@@ -30,7 +30,7 @@ class Gate:
 
 
 def hold_rate_limit(source):
-    return source.rate_limit(60)        # the 1st element passes, the 2nd waits 60 s inside
+    return source.rate_limit(60)  # the 1st element passes, the 2nd waits 60 s inside
 
 
 def hold_async_sink(source):
@@ -46,7 +46,7 @@ def hold_buffer(source):
 
 
 def hold_zip(source):
-    return source.zip(Stream(asynchronous=True))   # the partner never arrives
+    return source.zip(Stream(asynchronous=True))  # the partner never arrives
 
 
 def hold_combine_latest(source):
@@ -70,12 +70,12 @@ def hold_delay(source):
 
 
 def hold_union_branches(source):
-    source.sink(lambda x: None)         # one branch finishes at once ...
-    return source.sink(Gate())          # ... the other never does
+    source.sink(lambda x: None)  # one branch finishes at once ...
+    return source.sink(Gate())  # ... the other never does
 
 
 HOLDERS = {
-    "rate_limit": (hold_rate_limit, 2, 1),   # (builder, entries written, entries that get stuck)
+    "rate_limit": (hold_rate_limit, 2, 1),  # (builder, entries written, entries that get stuck)
     "async_sink": (hold_async_sink, 1, 1),
     "async_map": (hold_async_map, 1, 1),
     "buffer": (hold_buffer, 3, 3),
@@ -84,7 +84,7 @@ HOLDERS = {
     "sliding_window": (hold_sliding_window, 2, 2),
     "partition": (hold_partition, 2, 2),
     "timed_window": (hold_timed_window, 2, 2),
-    "delay": (hold_delay, 2, 1),       # streamz delays *between* elements: the 1st passes
+    "delay": (hold_delay, 2, 1),  # streamz delays *between* elements: the 1st passes
     "two_branches": (hold_union_branches, 1, 1),
 }
 
@@ -97,21 +97,25 @@ def test_entry_inside_node_is_not_acked_and_is_redelivered(name, redis_url, rdb,
         rdb.xadd(topic, encode_entry(n))
 
     async def body():
-        first = Stream.from_redis(topic, group="g", consumer="c", start_id="0",
-                                  redis_url=redis_url, asynchronous=True)
+        first = Stream.from_redis(
+            topic, group="g", consumer="c", start_id="0", redis_url=redis_url, asynchronous=True
+        )
         tail = build(first)
         # streamz holds downstream nodes weakly: a sink at the end keeps the chain alive
         keep = tail if isinstance(tail, Sink) else tail.sink_to_list()
         first.start()
-        await async_wait_for(lambda: first.status()["emitted"] + first.status()["inflight"]
-                             >= written, message="entries read")
-        await asyncio.sleep(0.3)   # give a premature ack every chance to happen
+        await async_wait_for(
+            lambda: first.status()["emitted"] + first.status()["inflight"] >= written,
+            message="entries read",
+        )
+        await asyncio.sleep(0.3)  # give a premature ack every chance to happen
         assert first.status()["acked"] == written - stuck
         assert await pending_count(redis_url, topic, "g") == stuck
-        await stop_and_wait(first)      # the "crash": its graph is abandoned with the element
+        await stop_and_wait(first)  # the "crash": its graph is abandoned with the element
         del keep
-        second = Stream.from_redis(topic, group="g", consumer="c", start_id="0",
-                                   redis_url=redis_url, asynchronous=True)
+        second = Stream.from_redis(
+            topic, group="g", consumer="c", start_id="0", redis_url=redis_url, asynchronous=True
+        )
         replayed = second.sink_to_list()
         second.start()
         await async_wait_for(lambda: len(replayed) == stuck, message="replay")
@@ -127,23 +131,25 @@ def test_entry_inside_node_is_not_acked_and_is_redelivered(name, redis_url, rdb,
 def test_entry_inside_to_redis_is_acked_only_after_xadd(redis_url, redis_factory, rdb, prefix):
     topic = prefix + "s"
     target = redis_factory()
-    target.stop()                       # the sink's Redis is down: its XADD keeps retrying
+    target.stop()  # the sink's Redis is down: its XADD keeps retrying
     rdb.xadd(topic, encode_entry("x"))
 
     async def body():
-        source = Stream.from_redis(topic, group="g", consumer="c", start_id="0",
-                                   redis_url=redis_url, asynchronous=True)
+        source = Stream.from_redis(
+            topic, group="g", consumer="c", start_id="0", redis_url=redis_url, asynchronous=True
+        )
         writer = source.to_redis("copy", redis_url=target.url)
         source.start()
         await async_wait_for(lambda: writer.status()["reconnects"] >= 1, message="retries")
         assert source.status()["acked"] == 0
         assert await pending_count(redis_url, topic, "g") == 1
-        target.start()                  # the sink's Redis comes back: write, then ack
+        target.start()  # the sink's Redis comes back: write, then ack
         await async_wait_for(lambda: source.status()["acked"] == 1, timeout=20)
         await stop_and_wait(source)
 
     run(body)
     import redis
+
     assert redis.Redis.from_url(target.url).xlen("copy") == 1
 
 
@@ -159,8 +165,9 @@ def test_sync_exception_is_not_acked_and_is_retried(redis_url, rdb, prefix):
         return x
 
     async def body():
-        source = Stream.from_redis(topic, group="g", consumer="c", start_id="0",
-                                   redis_url=redis_url, asynchronous=True)
+        source = Stream.from_redis(
+            topic, group="g", consumer="c", start_id="0", redis_url=redis_url, asynchronous=True
+        )
         out = source.map(flaky).sink_to_list()
         source.start()
         await async_wait_for(lambda: out == ["flaky"], timeout=15)
@@ -178,7 +185,7 @@ def test_late_finish_of_a_failed_delivery_does_not_ack_its_retry(redis_url, rdb,
     it; delivery 2 is in flight when delivery 1's last branch finishes. That late finish must
     not acknowledge delivery 2, which is still being processed."""
     topic, bad, good = prefix + "s", prefix + "wrongtype", prefix + "copy"
-    rdb.set(bad, "not a stream")                      # XADD to it fails: WRONGTYPE
+    rdb.set(bad, "not a stream")  # XADD to it fails: WRONGTYPE
     rdb.xadd(topic, encode_entry("x"))
     gates: list[asyncio.Event] = []
     targets = iter([bad, good, good, good])
@@ -189,20 +196,22 @@ def test_late_finish_of_a_failed_delivery_does_not_ack_its_retry(redis_url, rdb,
         await gate.wait()
 
     async def body():
-        source = Stream.from_redis(topic, group="g", consumer="c", start_id="0",
-                                   redis_url=redis_url, asynchronous=True)
+        source = Stream.from_redis(
+            topic, group="g", consumer="c", start_id="0", redis_url=redis_url, asynchronous=True
+        )
         source.to_redis(lambda x: next(targets), redis_url=redis_url)
-        source.buffer(10).sink(hold)    # holds the element's refs without blocking the source
+        source.buffer(10).sink(hold)  # holds the element's refs without blocking the source
         source.start()
         await async_wait_for(lambda: source.status()["failed"] == 1, message="1st fails")
-        await async_wait_for(lambda: source.status()["emitted"] == 2, timeout=15,
-                             message="retry in flight")   # delivery 2 waits in the buffer
-        gates[0].set()                                # delivery 1's last branch finishes late
+        await async_wait_for(
+            lambda: source.status()["emitted"] == 2, timeout=15, message="retry in flight"
+        )  # delivery 2 waits in the buffer
+        gates[0].set()  # delivery 1's last branch finishes late
         await async_wait_for(lambda: len(gates) == 2, message="delivery 2 reaches the sink")
         await asyncio.sleep(0.3)
         assert source.status()["acked"] == 0, "the retry was acked before it finished"
         assert await pending_count(redis_url, topic, "g") == 1
-        gates[1].set()                                # delivery 2 finishes: now it is acked
+        gates[1].set()  # delivery 2 finishes: now it is acked
         await async_wait_for(lambda: source.status()["acked"] == 1)
         await stop_and_wait(source)
 

@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
+from streamtools import async_wait_for, run, stop_and_wait
 from streamz import Stream
 
 import mdflow
 from mdflow.errors import ConfigError
-from streamtools import async_wait_for, run, stop_and_wait
 
 
 def pump(url, topic, func, **kwargs):
@@ -112,8 +112,9 @@ def test_asyncflag_overlaps_up_to_threadcount(redis_url, prefix):
     slow = SlowFunc(0.2)
 
     async def body():
-        source = pump(redis_url, prefix + "s", slow, push_interval=0.01, asyncflag=True,
-                      threadcount=3)
+        source = pump(
+            redis_url, prefix + "s", slow, push_interval=0.01, asyncflag=True, threadcount=3
+        )
         source.start()
         await async_wait_for(lambda: source.status()["calls"] >= 9, timeout=15)
         await stop_and_wait(source)
@@ -186,13 +187,19 @@ def test_start_stop_idempotent_and_restartable(redis_url, rdb, prefix):
     assert rdb.xlen(topic) == status["written"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"topic": 3}, r"engine: topic must be a non-empty str naming a Redis stream; got 3 \(int\)"),
-    ({"topic": "t", "func": "nope"}, "func must be a callable"),
-    ({"topic": "t", "push_interval": 0}, "push_interval must be a positive number"),
-    ({"topic": "t", "threadcount": 0}, "threadcount must be a positive int"),
-    ({"topic": "t", "codec": "auto"}, "codec"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"topic": 3},
+            r"engine: topic must be a non-empty str naming a Redis stream; got 3 \(int\)",
+        ),
+        ({"topic": "t", "func": "nope"}, "func must be a callable"),
+        ({"topic": "t", "push_interval": 0}, "push_interval must be a positive number"),
+        ({"topic": "t", "threadcount": 0}, "threadcount must be a positive int"),
+        ({"topic": "t", "codec": "auto"}, "codec"),
+    ],
+)
 def test_engine_argument_errors(redis_url, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         Stream.engine(redis_url=redis_url, **kwargs)

@@ -8,16 +8,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import redis
-from streamz import Stream
-
-import mdflow
-from mdflow.codecs import decode_entry, encode_entry
 from helpers import wait_for
 from streamtools import async_wait_for, run, stop_and_wait
+from streamz import Stream
+
+from mdflow.codecs import decode_entry, encode_entry
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -30,24 +28,32 @@ def test_pipeline_survives_redis_restart(redis_factory, prefix):
     produced = iter(range(10_000))
 
     async def body():
-        pump = Stream.engine(src, lambda: {"n": next(produced)}, push_interval=0.01,
-                             redis_url=url, asynchronous=True)
-        outlet = Stream.from_redis(src, group="g", consumer="c", start_id="0", block=0.1,
-                                   redis_url=url, asynchronous=True)
+        pump = Stream.engine(
+            src, lambda: {"n": next(produced)}, push_interval=0.01, redis_url=url, asynchronous=True
+        )
+        outlet = Stream.from_redis(
+            src, group="g", consumer="c", start_id="0", block=0.1, redis_url=url, asynchronous=True
+        )
         outlet.map(lambda m: m["n"]).to_redis(dst, redis_url=url)
         pump.start()
         outlet.start()
         await async_wait_for(lambda: outlet.status()["acked"] >= 20, message="flow before crash")
         server.kill()
-        await asyncio.sleep(2.0)   # longer than redis-py's own retries ride out
+        await asyncio.sleep(2.0)  # longer than redis-py's own retries ride out
         await asyncio.get_running_loop().run_in_executor(None, server.start)
-        await async_wait_for(lambda: outlet.status()["acked"] >= pump.status()["written"] - 5
-                             and pump.status()["written"] > 60, timeout=30,
-                             message="flow after restart")
+        await async_wait_for(
+            lambda: (
+                outlet.status()["acked"] >= pump.status()["written"] - 5
+                and pump.status()["written"] > 60
+            ),
+            timeout=30,
+            message="flow after restart",
+        )
         await stop_and_wait(pump)
         written = pump.status()["written"]
-        await async_wait_for(lambda: outlet.status()["acked"] >= written, timeout=30,
-                             message="drain")
+        await async_wait_for(
+            lambda: outlet.status()["acked"] >= written, timeout=30, message="drain"
+        )
         await stop_and_wait(outlet)
         return pump.status(), outlet.status()
 
@@ -97,8 +103,11 @@ def test_consumer_killed_with_sigkill_loses_nothing(redis_url, prefix, tmp_path)
     script.write_text(CONSUMER)
 
     def start():
-        return subprocess.Popen([sys.executable, str(script), redis_url, src, dst],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, str(script), redis_url, src, dst],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     worker = start()
     wait_for(lambda: plain.xlen(dst) >= 300, timeout=60, message="progress before the kill")
@@ -109,9 +118,11 @@ def test_consumer_killed_with_sigkill_loses_nothing(redis_url, prefix, tmp_path)
     assert at_kill < total, "the consumer finished before it could be killed"
     worker = start()
     try:
+
         def all_done():
             seen = {decode_entry(f) for _, f in plain.xrange(dst)}
             return len(seen) == total and plain.xpending(src, "g")["pending"] == 0
+
         wait_for(all_done, timeout=90, interval=0.2, message="every entry after restart")
     finally:
         worker.send_signal(signal.SIGKILL)

@@ -7,13 +7,13 @@ import asyncio
 import pandas as pd
 import pytest
 import redis
+from streamtools import async_wait_for, run, stop_and_wait
 from streamz import Stream
 
 import mdflow
 from mdflow.codecs import encode_entry
-from mdflow.streams import read_payload
 from mdflow.errors import ConfigError
-from streamtools import async_wait_for, pending_count, run, stop_and_wait
+from mdflow.streams import read_payload
 
 
 def outlet(url, topic, **kwargs):
@@ -174,7 +174,9 @@ def test_failure_is_retried_then_dead_lettered_and_pipeline_keeps_running(redis_
 
     out, status = run(body)
     assert out == [1]
-    assert calls.count("poison") == 3, "delivered exactly max_deliveries times before dead-lettering"
+    assert calls.count("poison") == 3, (
+        "delivered exactly max_deliveries times before dead-lettering"
+    )
     dead = rdb.xrange(topic + ":dead")
     assert len(dead) == 1
     fields = dead[0][1]
@@ -317,21 +319,36 @@ def test_status_reports_lag_and_pending(redis_url, rdb, prefix):
         return status
 
     status = run(body)
-    for key in ("state", "read", "emitted", "acked", "dead_lettered", "errors", "reconnects",
-                "pending", "lag", "last_id", "last_error", "inflight"):
+    for key in (
+        "state",
+        "read",
+        "emitted",
+        "acked",
+        "dead_lettered",
+        "errors",
+        "reconnects",
+        "pending",
+        "lag",
+        "last_id",
+        "last_error",
+        "inflight",
+    ):
         assert key in status
-    assert status["inflight"] == 1          # one element is inside the graph ...
-    assert status["lag"] == 0               # ... all ten were read, none acked yet
+    assert status["inflight"] == 1  # one element is inside the graph ...
+    assert status["lag"] == 0  # ... all ten were read, none acked yet
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"topics": 42}, r"topics must be a str or a non-empty list of str; got 42 \(int\)"),
-    ({"topics": []}, "non-empty list"),
-    ({"topics": "s", "batch_size": 0}, "batch_size must be a positive int"),
-    ({"topics": "s", "max_inflight": -1}, "max_inflight must be a positive int"),
-    ({"topics": "s", "codec": "pickle"}, "codec"),
-    ({"topics": "s", "block": "1"}, "block must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"topics": 42}, r"topics must be a str or a non-empty list of str; got 42 \(int\)"),
+        ({"topics": []}, "non-empty list"),
+        ({"topics": "s", "batch_size": 0}, "batch_size must be a positive int"),
+        ({"topics": "s", "max_inflight": -1}, "max_inflight must be a positive int"),
+        ({"topics": "s", "codec": "pickle"}, "codec"),
+        ({"topics": "s", "block": "1"}, "block must be a positive number"),
+    ],
+)
 def test_from_redis_argument_errors(redis_url, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         Stream.from_redis(redis_url=redis_url, **kwargs)
@@ -372,6 +389,7 @@ def test_errors_inside_the_source_loop_are_survived(redis_url, rdb, prefix):
 
 def test_default_consumer_name_is_stable_per_host_and_program():
     import socket
+
     from mdflow.streams import default_consumer_name
 
     name = default_consumer_name()
@@ -392,7 +410,7 @@ def test_outlet_stop_start_is_idempotent_and_resumes(redis_url, rdb, prefix):
         await async_wait_for(lambda: out == [1])
         await stop_and_wait(source)
         source.stop()
-        await conn.xadd(topic, encode_entry(2))       # written while stopped
+        await conn.xadd(topic, encode_entry(2))  # written while stopped
         source.start()
         await async_wait_for(lambda: out == [1, 2])
         await conn.xadd(topic, encode_entry(3))
