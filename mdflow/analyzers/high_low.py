@@ -107,8 +107,8 @@ class HighLowOfDay(Analyzer):
             msg = f"{where}: option min_change_pct must be a number >= 0; got {describe(change)}"
             raise ConfigError(msg)
         self._min_change = change / 100.0
-        #: symbol -> [day, high, low]
-        self.ranges: dict[str, list] = {}
+        #: symbol -> [day, high, low] (a list of mixed types: a date and two prices)
+        self.ranges: dict[str, list[Any]] = {}
 
     def trading_day(self, ts: float) -> tuple[date, float]:
         """The trading day ``ts`` belongs to and the epoch time at which that day ends."""
@@ -171,6 +171,8 @@ class HighLowOfDay(Analyzer):
             if not isinstance(entry, Mapping) or entry.get("day") != today.isoformat():
                 continue
             symbol = entry.get("symbol")
+            if not isinstance(symbol, str) or not symbol:
+                continue  # not an alert of ours: every alert names its symbol
             try:
                 high, low = float(entry["high"]), float(entry["low"])
             except (KeyError, TypeError, ValueError):

@@ -124,7 +124,7 @@ class PriceVolumeSpike(Analyzer):
     async def analyze(self, data: Any) -> list[AnalyzerResult] | None:
         tick = parse_tick(data)
         window = self._window_of(tick)
-        found: list[dict] = []
+        found: list[dict[str, Any]] = []
         restart = False
         if len(window) >= self._min_periods:
             if self._move is not None:
@@ -170,7 +170,7 @@ class PriceVolumeSpike(Analyzer):
             for alert in found
         ]
 
-    def _alert(self, tick: Tick, kind: str, **details: float) -> dict:
+    def _alert(self, tick: Tick, kind: str, **details: float) -> dict[str, Any]:
         return {
             "symbol": tick.symbol,
             "kind": kind,

@@ -10,6 +10,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Sequence
+from typing import TextIO
 
 from .. import __version__
 from ..errors import MdflowError
@@ -29,7 +30,7 @@ def _check_graphviz() -> tuple[bool, str]:
     return True, "ok"
 
 
-def doctor(redis_url: str | None = None, out=sys.stdout) -> int:
+def doctor(redis_url: str | None = None, out: TextIO = sys.stdout) -> int:
     """Print where Redis is and what it supports; return a process exit code."""
     from ..reservoir import ensure_available, mask_url
     from ..reservoir import redis_url as resolve
@@ -89,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def demo(seconds: float, redis_url: str | None, picture: str | None, out=sys.stdout) -> int:
+def demo(
+    seconds: float, redis_url: str | None, picture: str | None, out: TextIO = sys.stdout
+) -> int:
     """Run the demo, printing live progress and a summary."""
     import json
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import numbers
 from collections.abc import Mapping
+from typing import Any
 
 from ..errors import ConfigError, DecodeError, EncodeError, describe
 from .msgpack_ext import ArrayTypes, _reason, _unpack, pack, use_array_types
@@ -221,13 +222,17 @@ def _decode_json_field(value: object) -> object:
     try:
         if isinstance(value, (bytes, bytearray, memoryview)):
             value = bytes(value).decode("utf-8")
+        if not isinstance(value, str):  # the TypeError json.loads would raise
+            raise TypeError(
+                f"the JSON object must be str, bytes or bytearray, not {type(value).__name__}"
+            )
         return json.loads(value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise DecodeError(f"field {JSON_FIELD!r} is not valid UTF-8 JSON: {_reason(exc)}") from exc
 
 
 def decode_entry(
-    fields: Mapping,
+    fields: Mapping[Any, Any],
     codec: str = "auto",
     source: str | bytes | None = None,
     entry_id: str | bytes | None = None,
@@ -317,13 +322,15 @@ def _preview(data: object) -> str:
     return describe(data, limit=40)
 
 
-def decode_message(data: bytes | str, codec: str = "auto", source: str | None = None) -> object:
+def decode_message(
+    data: bytes | bytearray | memoryview | str, codec: str = "auto", source: str | None = None
+) -> object:
     """Turn a pub/sub payload back into an object.
 
     Parameters
     ----------
     data : bytes or str
-        The payload.
+        The payload (any bytes-like object is taken as bytes).
     codec : {"auto", "msgpack", "json"}
         ``"auto"``: a payload starting with :data:`MAGIC` is unpacked; UTF-8
         text that looks like JSON (starts with one of ``{["-0123456789`` or is
@@ -342,9 +349,8 @@ def decode_message(data: bytes | str, codec: str = "auto", source: str | None = 
             data = bytes(data)
         if not isinstance(data, (bytes, str)):
             raise DecodeError(f"expected bytes or str, got {describe(data)}")
-        is_bytes = isinstance(data, bytes)
         if codec == "auto" or codec == "msgpack":
-            if is_bytes and data.startswith(MAGIC):
+            if isinstance(data, bytes) and data.startswith(MAGIC):
                 try:
                     return _unpack(data[len(MAGIC) :])
                 except Exception as exc:
@@ -356,7 +362,7 @@ def decode_message(data: bytes | str, codec: str = "auto", source: str | None = 
                     f"codec='msgpack' expects a message starting with {MAGIC!r}; "
                     f"got {_preview(data)}"
                 )
-            if is_bytes:
+            if isinstance(data, bytes):
                 try:
                     data = data.decode("utf-8")
                 except UnicodeDecodeError:
@@ -370,7 +376,7 @@ def decode_message(data: bytes | str, codec: str = "auto", source: str | None = 
             return data
         if codec == "json":
             try:
-                return json.loads(data.decode("utf-8") if is_bytes else data)
+                return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
             except (ValueError, RecursionError) as exc:
                 raise DecodeError(
                     f"codec='json' expects UTF-8 JSON text; got {_preview(data)}: {_reason(exc)}"

@@ -15,7 +15,7 @@ import datetime as _dt
 import decimal
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import msgpack
@@ -185,7 +185,7 @@ class _Frozen:
 
     __slots__ = ("items",)
 
-    def __init__(self, items: tuple):
+    def __init__(self, items: tuple[object, ...]) -> None:
         self.items = items
 
 
@@ -335,7 +335,18 @@ def _load_frames() -> ArrayTypes:
     return _array_types
 
 
-def _enc_record(obj: Any) -> msgpack.ExtType:
+class _Record(Protocol):
+    """A registered mdflow data type (see :data:`mdflow.marketdata.WIRE_TYPES`)."""
+
+    __mdflow_type__: ClassVar[str]
+
+    def __mdflow_encode__(self) -> object: ...
+
+    @classmethod
+    def __mdflow_decode__(cls, state: Any) -> object: ...
+
+
+def _enc_record(obj: _Record) -> msgpack.ExtType:
     return msgpack.ExtType(EXT_RECORD, _pack([obj.__mdflow_type__, obj.__mdflow_encode__()]))
 
 
@@ -347,8 +358,10 @@ def _dec_record(data: bytes) -> object:
         raise _Invalid(
             f"bad or unknown mdflow record {describe(item)}; known: {sorted(WIRE_TYPES)}"
         )
+    # WIRE_TYPES is declared as dict[str, type]; every class in it implements _Record.
+    record_type = cast("type[_Record]", WIRE_TYPES[item[0]])
     try:
-        return WIRE_TYPES[item[0]].__mdflow_decode__(item[1])
+        return record_type.__mdflow_decode__(item[1])
     except (TypeError, ValueError, KeyError) as exc:
         raise _Invalid(f"invalid {item[0]} record: {exc}") from exc
 
@@ -389,7 +402,7 @@ def _find_encoder(cls: type, obj: object) -> Callable[[Any], Any]:
 
 
 # --- unpacking ---------------------------------------------------------------------------------
-def _check_ints(values: list, n: int, what: str) -> list:
+def _check_ints(values: object, n: int, what: str) -> list[int]:
     if type(values) is not list or len(values) != n or any(type(v) is not int for v in values):
         raise _Invalid(f"bad {what} {describe(values)}")
     return values
@@ -440,7 +453,7 @@ def _dec_timedelta(data: bytes) -> _dt.timedelta:
     return _dt.timedelta(days, seconds, micro)
 
 
-def _dec_tuple(data: bytes) -> tuple:
+def _dec_tuple(data: bytes) -> tuple[Any, ...]:
     items = _unpack(data)
     if type(items) is not list:
         raise _Invalid(f"bad tuple {describe(items)}")
@@ -477,7 +490,7 @@ def _ext_hook(code: int, data: bytes) -> object:
 _unpackb = msgpack.unpackb
 
 
-def _unpack(data: bytes) -> object:
+def _unpack(data: bytes | bytearray | memoryview) -> object:
     """Unpack without wrapping errors (used for nested ext payloads)."""
     return _unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook, timestamp=3)
 
@@ -490,7 +503,7 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def unpack(data: bytes) -> object:
+def unpack(data: bytes | bytearray | memoryview) -> object:
     """Inverse of :func:`pack`.
 
     Plain msgpack from other languages decodes too (maps, arrays, str, bin,

@@ -30,12 +30,13 @@ block of raw bytes::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, cast
 
 import msgpack
 import numpy as np
 import pandas as pd
 import pandas.tseries.frequencies
+from pandas.api.extensions import ExtensionArray, ExtensionDtype
 from pandas.api.types import pandas_dtype
 
 from ..errors import EncodeError, describe
@@ -60,19 +61,23 @@ from .msgpack_ext import (
 )
 
 try:  # pandas >= 3: build frames from blocks without copying or re-checking
-    from pandas.api.internals import create_dataframe_from_blocks as _from_blocks
+    # pandas-stubs does not describe pandas.api.internals
+    from pandas.api.internals import (  # type: ignore[import-not-found]
+        create_dataframe_from_blocks as _from_blocks,
+    )
 except ImportError:  # pragma: no cover - older pandas
     _from_blocks = None
 
-_ExtType = msgpack.ExtType
+_ExtType = msgpack.ExtType  # for calls; annotations say msgpack.ExtType (an alias is not a type)
 __all__ = ["DECODERS", "ENCODERS", "array_from_spec", "array_spec", "find_encoder"]
 
-_UNITS = ("s", "ms", "us", "ns")
+_Unit = Literal["s", "ms", "us", "ns"]
+_UNITS: tuple[_Unit, ...] = ("s", "ms", "us", "ns")
 _RAW_KINDS = "biufcmM"
 _SEP = "\x00"
 _DTYPES: dict[str, np.dtype] = {}
-_PD_DTYPES: dict[str, Any] = {}
-_TZ_DTYPES: dict[tuple, pd.DatetimeTZDtype] = {}
+_PD_DTYPES: dict[str, np.dtype | ExtensionDtype] = {}
+_TZ_DTYPES: dict[tuple[str, str], pd.DatetimeTZDtype] = {}
 
 
 # --- numpy -------------------------------------------------------------------------------------
@@ -104,7 +109,7 @@ def _dtype(text: object, kinds: str = _RAW_KINDS + "USV") -> np.dtype:
     return dtype
 
 
-def _pd_dtype(name: object) -> Any:
+def _pd_dtype(name: object) -> np.dtype | ExtensionDtype:
     """``pandas_dtype(name)`` for a dtype name read from the wire (cached; never evaluated)."""
     dtype = _PD_DTYPES.get(name) if isinstance(name, str) else None
     if dtype is None:
@@ -119,7 +124,7 @@ def _pd_dtype(name: object) -> Any:
     return dtype
 
 
-def _from_raw(raw: object, dtype: np.dtype, shape: tuple) -> np.ndarray:
+def _from_raw(raw: object, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     if not isinstance(raw, bytes):
         raise _Invalid(f"expected raw bytes, got {describe(raw)}")
     size = 1
@@ -132,14 +137,14 @@ def _from_raw(raw: object, dtype: np.dtype, shape: tuple) -> np.ndarray:
     return np.frombuffer(raw, dtype).reshape(shape).copy()  # a writable copy
 
 
-def _enc_ndarray(arr: np.ndarray) -> _ExtType:
+def _enc_ndarray(arr: np.ndarray) -> msgpack.ExtType:
     shape = list(arr.shape)
     if arr.dtype == object:
         return _ExtType(EXT_NP_ARRAY, _pack(["|O", shape, arr.ravel().tolist()]))
     return _ExtType(EXT_NP_ARRAY, _pack([_raw_dtype(arr.dtype, "an array"), shape, arr.tobytes()]))
 
 
-def _shape(value: object) -> tuple:
+def _shape(value: object) -> tuple[int, ...]:
     if (
         type(value) is not list
         or len(value) > 64
@@ -162,11 +167,11 @@ def _dec_ndarray(data: bytes) -> np.ndarray:
     return _from_raw(spec[2], _dtype(spec[0]), shape)
 
 
-def _enc_np_scalar(x: np.generic) -> _ExtType:
-    kind = x.dtype.kind
-    if kind == "U":
+def _enc_np_scalar(x: np.generic) -> msgpack.ExtType:
+    spec: list[object]
+    if isinstance(x, np.str_):  # dtype kind "U"
         spec = ["U", str(x)]
-    elif kind == "S":
+    elif isinstance(x, np.bytes_):  # dtype kind "S"
         spec = ["S", bytes(x)]
     else:
         spec = [_raw_dtype(x.dtype, describe(x)), x.tobytes()]
@@ -181,17 +186,19 @@ def _dec_np_scalar(data: bytes) -> np.generic:
         return np.str_(spec[1])
     if spec[0] == "S" and isinstance(spec[1], bytes):
         return np.bytes_(spec[1])
-    return _from_raw(spec[1], _dtype(spec[0], _RAW_KINDS + "V"), ())[()]
+    scalar = _from_raw(spec[1], _dtype(spec[0], _RAW_KINDS + "V"), ())[()]
+    # a 0-d array indexed by () gives its scalar; numpy's stubs say it gives an array
+    return cast(np.generic, scalar)
 
 
 # --- pandas scalars ----------------------------------------------------------------------------
-def _unit(value: object) -> str:
+def _unit(value: object) -> _Unit:
     if value not in _UNITS:
         raise _Invalid(f"bad unit {describe(value)}")
     return value
 
 
-def _enc_timestamp(ts: pd.Timestamp) -> _ExtType:
+def _enc_timestamp(ts: pd.Timestamp) -> msgpack.ExtType:
     value = int(ts.to_datetime64().view("i8"))  # UTC for tz-aware timestamps
     return _ExtType(EXT_PD_TIMESTAMP, _pack([value, ts.unit, tz_spec(ts.tzinfo)]))
 
@@ -206,7 +213,7 @@ def _dec_timestamp(data: bytes) -> pd.Timestamp:
     return ts
 
 
-def _enc_timedelta(td: pd.Timedelta) -> _ExtType:
+def _enc_timedelta(td: pd.Timedelta) -> msgpack.ExtType:
     return _ExtType(EXT_PD_TIMEDELTA, _pack([int(td.to_timedelta64().view("i8")), td.unit]))
 
 
@@ -217,7 +224,7 @@ def _dec_timedelta(data: bytes) -> pd.Timedelta:
     return pd.Timedelta(np.timedelta64(spec[0], _unit(spec[1])))
 
 
-def _enc_period(p: pd.Period) -> _ExtType:
+def _enc_period(p: pd.Period) -> msgpack.ExtType:
     return _ExtType(EXT_PD_PERIOD, _pack([p.ordinal, p.freqstr]))
 
 
@@ -238,22 +245,24 @@ _MASKED = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArr
 _STRING_ARRAY = pd.arrays.StringArray
 
 
-def _tz_dtype(unit: str, tz: object) -> pd.DatetimeTZDtype:
-    key = (unit, tz if isinstance(tz, str) else repr(tz))
+def _tz_dtype(unit: object, tz: object) -> pd.DatetimeTZDtype:
+    checked = _unit(unit)  # before it is hashed: the unit comes from the wire
+    key = (checked, tz if isinstance(tz, str) else repr(tz))
     dtype = _TZ_DTYPES.get(key)
     if dtype is None:
-        dtype = pd.DatetimeTZDtype(_unit(unit), tz_from_spec(tz))
+        dtype = pd.DatetimeTZDtype(checked, tz_from_spec(tz))
         if len(_TZ_DTYPES) < 256:
             _TZ_DTYPES[key] = dtype
     return dtype
 
 
-def _dttz_array(i8: np.ndarray, unit: str, tz: object) -> pd.api.extensions.ExtensionArray:
+def _dttz_array(i8: np.ndarray, unit: object, tz: object) -> ExtensionArray:
     """int64 UTC values -> tz-aware DatetimeArray (fast path with a public fallback)."""
     dtype = _tz_dtype(unit, tz)
     m8 = i8.view(f"M8[{dtype.unit}]")
     try:  # no conversion, no checks: the values are already UTC in this unit
-        return pd.arrays.DatetimeArray._simple_new(m8, dtype=dtype)
+        # private constructor, not in pandas-stubs
+        return pd.arrays.DatetimeArray._simple_new(m8, dtype=dtype)  # type: ignore[attr-defined]
     except (AttributeError, TypeError):  # pragma: no cover - pandas without the private helper
         return _dttz_public(m8, dtype)
 
@@ -263,7 +272,7 @@ def _dttz_public(m8: np.ndarray, dtype: pd.DatetimeTZDtype) -> Any:
     return pd.array(m8).tz_localize("UTC").tz_convert(dtype.tz)
 
 
-def _str_spec(arr: Any, name: str) -> list:
+def _str_spec(arr: Any, name: str) -> list[Any]:
     """Strings joined by NUL (one UTF-8 decode on the way back), else a plain list."""
     values = np.asarray(arr, dtype=object)
     mask = None
@@ -283,7 +292,7 @@ def _str_spec(arr: Any, name: str) -> list:
     return ["strj", name, text, n, None if mask is None else mask.tobytes()]
 
 
-def array_spec(arr: Any, what: str) -> list:
+def array_spec(arr: Any, what: str) -> list[Any]:
     """Encode one column (a 1-D numpy array or pandas ExtensionArray)."""
     if type(arr) is pd.arrays.NumpyExtensionArray:  # not its subclass StringArray
         arr = arr.to_numpy()
@@ -323,7 +332,7 @@ def array_spec(arr: Any, what: str) -> list:
     )
 
 
-def _list(value: object, what: str) -> list:
+def _list(value: object, what: str) -> list[Any]:
     if type(value) is not list:
         raise _Invalid(f"bad {what} {describe(value)}")
     return value
@@ -339,21 +348,32 @@ def _categorical_dtype(categories: pd.Index, ordered: bool) -> pd.CategoricalDty
     return pd.CategoricalDtype(categories, ordered)
 
 
+def _masked_array_type(
+    dtype: object,
+) -> type[pd.arrays.IntegerArray | pd.arrays.FloatingArray | pd.arrays.BooleanArray] | None:
+    """The masked array class (one of ``_MASKED``) that ``dtype`` constructs, else None."""
+    cls = dtype.construct_array_type() if isinstance(dtype, ExtensionDtype) else None
+    for masked in _MASKED:
+        if cls is masked:
+            return masked
+    return None
+
+
 def _new_index(arr: Any, name: object) -> pd.Index:
     """pd.Index(arr) keeping the dtype; str and object labels take a shortcut."""
     if type(arr) is _STRING_ARRAY or (isinstance(arr, np.ndarray) and arr.dtype == object):
-        return pd.Index._simple_new(arr, name=name)
+        return pd.Index._simple_new(arr, name=name)  # type: ignore[attr-defined]  # private, no stub
     return pd.Index(arr, name=name, copy=False)
 
 
-def array_from_spec(spec: object) -> Any:
+def array_from_spec(spec: object) -> np.ndarray | ExtensionArray:
     """Inverse of :func:`array_spec`: a 1-D numpy array or ExtensionArray."""
     if type(spec) is not list or not spec:
         raise _Invalid(f"bad array {describe(spec)}")
     kind, n = spec[0], len(spec)
     if kind == "np" and n == 3:
-        dtype = _dtype(spec[1])
-        return _from_raw(spec[2], dtype, (len(spec[2]) // max(dtype.itemsize, 1),))
+        raw_dtype = _dtype(spec[1])
+        return _from_raw(spec[2], raw_dtype, (len(spec[2]) // max(raw_dtype.itemsize, 1),))
     if kind == "obj" and n == 2:
         items = _list(spec[1], "object column")
         return np.fromiter(items, dtype=object, count=len(items))
@@ -361,7 +381,11 @@ def array_from_spec(spec: object) -> Any:
         dtype = _pd_dtype(spec[1])
         if not isinstance(dtype, pd.StringDtype):
             raise _Invalid(f"bad string dtype {describe(spec[1])}")
-        return dtype.construct_array_type()._from_sequence(_list(spec[2], "strings"), dtype=dtype)
+        strings = _list(spec[2], "strings")
+        # _from_sequence is the ExtensionArray constructor hook; pandas-stubs leaves it out
+        return dtype.construct_array_type()._from_sequence(  # type: ignore[attr-defined]
+            strings, dtype=dtype
+        )
     if kind == "strj" and n == 5 and isinstance(spec[2], str) and type(spec[3]) is int:
         dtype = _pd_dtype(spec[1])
         if not isinstance(dtype, pd.StringDtype):
@@ -374,9 +398,10 @@ def array_from_spec(spec: object) -> Any:
         if spec[4] is not None:
             values[_from_raw(spec[4], np.dtype(bool), (count,))] = dtype.na_value
         cls = dtype.construct_array_type()
+        # _simple_new and _from_sequence are pandas-internal; pandas-stubs leaves them out
         if cls is _STRING_ARRAY:  # every value is a str or the dtype's NA: nothing to check
-            return cls._simple_new(values, dtype)
-        return cls._from_sequence(values, dtype=dtype)
+            return cls._simple_new(values, dtype)  # type: ignore[attr-defined]
+        return cls._from_sequence(values, dtype=dtype)  # type: ignore[attr-defined]
     if kind == "dttz" and n == 4:
         raw = spec[3]
         return _dttz_array(_from_raw(raw, np.dtype("i8"), (len(raw) // 8,)), spec[1], spec[2])
@@ -392,19 +417,25 @@ def array_from_spec(spec: object) -> Any:
         return pd.Categorical.from_codes(codes, dtype=_categorical_dtype(categories, spec[3]))
     if kind == "masked" and n == 4:
         dtype = _pd_dtype(spec[1])
-        is_ext = isinstance(dtype, pd.api.extensions.ExtensionDtype)
-        cls = dtype.construct_array_type() if is_ext else None
-        if cls not in _MASKED:
+        masked = _masked_array_type(dtype)
+        if masked is None:
             raise _Invalid(f"bad masked dtype {describe(spec[1])}")
-        values = array_from_spec(spec[2])
-        mask = _from_raw(spec[3], np.dtype(bool), (len(values),))
-        return cls(values.astype(dtype.numpy_dtype, copy=False), mask)
+        # dtype is then a BaseMaskedDtype (Int64, Float64, boolean ...), whose
+        # numpy_dtype pandas-stubs does not describe
+        numpy_dtype: np.dtype = dtype.numpy_dtype  # type: ignore[union-attr]
+        unmasked = array_from_spec(spec[2])
+        mask = _from_raw(spec[3], np.dtype(bool), (len(unmasked),))
+        return masked(unmasked.astype(numpy_dtype, copy=False), mask)
     if kind == "period" and n == 3:
         dtype = _pd_dtype(spec[1])
         if not isinstance(dtype, pd.PeriodDtype):
             raise _Invalid(f"bad period dtype {describe(spec[1])}")
         ordinals = _from_raw(spec[2], np.dtype("i8"), (len(spec[2]) // 8,))
-        return pd.PeriodIndex.from_ordinals(ordinals, freq=dtype.freq).array
+        # public since pandas 2.2, but not in pandas-stubs
+        periods = pd.PeriodIndex.from_ordinals(  # type: ignore[attr-defined]
+            ordinals, freq=dtype.freq
+        )
+        return periods.array
     if kind == "interval" and n == 4 and spec[3] in ("left", "right", "both", "neither"):
         return pd.arrays.IntervalArray.from_arrays(
             array_from_spec(spec[1]), array_from_spec(spec[2]), closed=spec[3]
@@ -413,7 +444,7 @@ def array_from_spec(spec: object) -> Any:
 
 
 # --- Index, Series -----------------------------------------------------------------------------
-def _enc_index(idx: pd.Index) -> _ExtType:
+def _enc_index(idx: pd.Index) -> msgpack.ExtType:
     if isinstance(idx, pd.RangeIndex):
         spec = ["range", idx.start, idx.stop, idx.step, _freeze(idx.name)]
     elif isinstance(idx, pd.MultiIndex):
@@ -440,7 +471,8 @@ def _dec_index(data: bytes) -> pd.Index:
     spec = _list(_unpack(data), "Index")
     kind = spec[0] if spec else None
     if kind == "range" and len(spec) == 5:
-        return pd.RangeIndex(*_check_ints(spec[1:4], 3, "RangeIndex"), name=spec[4])
+        start, stop, step = _check_ints(spec[1:4], 3, "RangeIndex")
+        return pd.RangeIndex(start, stop, step, name=spec[4])
     if kind == "multi" and len(spec) == 4:
         levels, codes, names = (_list(v, "MultiIndex") for v in spec[1:])
         return pd.MultiIndex(levels=levels, codes=codes, names=names, verify_integrity=True)
@@ -455,7 +487,7 @@ def _dec_index(data: bytes) -> pd.Index:
     raise _Invalid(f"bad Index {describe(kind)}")
 
 
-def _enc_series(s: pd.Series) -> _ExtType:
+def _enc_series(s: pd.Series) -> msgpack.ExtType:
     return _ExtType(
         EXT_PD_SERIES, _pack([_freeze(s.name), s.index, array_spec(s.array, f"Series {s.name!r}")])
     )
@@ -473,11 +505,11 @@ def _dec_series(data: bytes) -> pd.Series:
 
 
 # --- DataFrame ---------------------------------------------------------------------------------
-def _internal_blocks(df: pd.DataFrame) -> list:
+def _internal_blocks(df: pd.DataFrame) -> list[tuple[np.ndarray, Any]]:
     return [(blk.mgr_locs.as_array, blk.values) for blk in df._mgr.blocks]
 
 
-def _blocks(df: pd.DataFrame) -> list:
+def _blocks(df: pd.DataFrame) -> list[tuple[np.ndarray, Any]]:
     """(positions, values) per pandas block; values are 2-D (k x n) or a 1-D array.
 
     Reading pandas' blocks directly is ~10x faster than one Series per column; if
@@ -492,7 +524,7 @@ def _blocks(df: pd.DataFrame) -> list:
     return [(np.array([i]), df.iloc[:, i].array) for i in range(df.shape[1])]
 
 
-def _enc_frame(df: pd.DataFrame) -> _ExtType:
+def _enc_frame(df: pd.DataFrame) -> msgpack.ExtType:
     columns = df.columns
     out = []
     for locs, values in _blocks(df):
@@ -521,6 +553,10 @@ def _enc_frame(df: pd.DataFrame) -> _ExtType:
     return _ExtType(EXT_PD_DATAFRAME, _pack([columns, df.index, out]))
 
 
+_Placed = tuple[np.ndarray | ExtensionArray, np.ndarray]
+"""A DataFrame block as pandas takes it: (2-D ndarray or 1-D ExtensionArray, placement)."""
+
+
 def _loc(position: int) -> np.ndarray:
     return np.array([position], np.intp)
 
@@ -531,7 +567,7 @@ def _dec_frame(data: bytes) -> pd.DataFrame:
         raise _Invalid("bad DataFrame")
     columns, index, blocks = spec[0], spec[1], _list(spec[2], "DataFrame blocks")
     n, ncols = len(index), len(columns)
-    pairs = []  # (2-D ndarray or 1-D ExtensionArray, placement)
+    pairs: list[_Placed] = []
     for block in blocks:
         kind = block[0] if type(block) is list and block else None
         if kind == "nd" and len(block) == 4:
@@ -541,10 +577,10 @@ def _dec_frame(data: bytes) -> pd.DataFrame:
                 raise _Invalid(f"bad unit in {dtype.str}")
             pairs.append((_from_raw(block[3], dtype, (len(locs), n)), locs))
         elif kind == "dttz" and len(block) == 5:
-            locs = _check_ints(block[1], len(block[1]), "positions")
-            i8 = _from_raw(block[4], np.dtype("i8"), (len(locs), n))
+            positions = _check_ints(block[1], len(block[1]), "positions")
+            i8 = _from_raw(block[4], np.dtype("i8"), (len(positions), n))
             unit = block[2]
-            for j, loc in enumerate(locs):
+            for j, loc in enumerate(positions):
                 pairs.append((_dttz_array(i8[j], unit, block[3]), _loc(loc)))
         elif kind == "col" and len(block) == 3 and type(block[1]) is int:
             arr = array_from_spec(block[2])
@@ -563,7 +599,7 @@ def _dec_frame(data: bytes) -> pd.DataFrame:
     return _assemble(pairs, index, columns)  # pragma: no cover - older pandas
 
 
-def _assemble(pairs: list, index: pd.Index, columns: pd.Index) -> pd.DataFrame:
+def _assemble(pairs: list[_Placed], index: pd.Index, columns: pd.Index) -> pd.DataFrame:
     """Build a DataFrame with public constructors only (slower)."""
     cols: dict[int, Any] = {}
     for arr, locs in pairs:

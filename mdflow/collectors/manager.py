@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import redis.asyncio
+from redis.typing import EncodableT, FieldT
 
 from ..checks import check_flag, check_seconds
 from ..errors import ConfigError, describe
@@ -52,7 +53,7 @@ def _now_iso() -> str:
 
 
 class _Entry:
-    def __init__(self, node: CollectorNode, enabled: bool):
+    def __init__(self, node: CollectorNode, enabled: bool) -> None:
         self.node = node
         self.enabled = enabled
         self.trouble_since: float | None = None  # monotonic time it was first seen needing help
@@ -99,7 +100,7 @@ class CollectorManager:
         restart_delay: float = 5.0,
         redis_url: str | None = None,
         publish_status: bool | None = None,
-    ):
+    ) -> None:
         if not isinstance(name, str) or not name.strip():
             msg = f"CollectorManager: name must be a non-empty str; got {describe(name)}"
             raise ConfigError(msg)
@@ -115,8 +116,8 @@ class CollectorManager:
         self.status_key = STATUS_KEY.format(name=name)
         self._entries: dict[str, _Entry] = {}
         self._removed: set[str] = set()
-        self._task: asyncio.Task | None = None
-        self._stopping: asyncio.Event | None = None
+        # the health loop and the event that asks it to end: made and dropped together
+        self._health: tuple[asyncio.Task[None], asyncio.Event] | None = None
         self._redis: redis.asyncio.Redis | None = None
         self._started: tuple[float, float] | None = None
         self._stats = {"restarts_performed": 0, "health_checks": 0, "publish_errors": 0}
@@ -193,7 +194,7 @@ class CollectorManager:
     # --- lifecycle --------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._health is not None and not self._health[0].done()
 
     async def start(self) -> bool:
         """Start every enabled collector and the health-check loop (on the running loop)."""
@@ -205,18 +206,19 @@ class CollectorManager:
         for entry in self._entries.values():
             if entry.enabled:
                 entry.node.start()
-        self._stopping = asyncio.Event()
-        self._task = asyncio.ensure_future(self._health_loop(self._stopping))
+        stopping = asyncio.Event()
+        self._health = (asyncio.ensure_future(self._health_loop(stopping)), stopping)
         logger.info("%s: started with %d collector(s)", self.name, len(self._entries))
         return True
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop the health loop and every collector; wait (up to ``timeout``) until they stopped."""
-        task, self._task = self._task, None
-        if task is not None:
+        health, self._health = self._health, None
+        if health is not None:
+            task, stopping = health
             # Ask, don't cancel: redis-py's asyncio client can swallow a CancelledError that
             # lands mid-command, which would leave the loop running forever.
-            self._stopping.set()
+            stopping.set()
             await asyncio.wait({task}, timeout=timeout)
             if not task.done():
                 logger.warning(
@@ -238,10 +240,12 @@ class CollectorManager:
                 )
                 break
             await asyncio.sleep(0.02)
-        if self._redis is not None:
-            await self._publish()
-            await self._redis.aclose()
-            self._redis = None
+        # Take the client before the last publish: a concurrent stop() must not see it any more
+        # (it would publish on, or close, a client this call is closing).
+        conn, self._redis = self._redis, None
+        if conn is not None:
+            await self._publish(conn)
+            await conn.aclose()
         self._started = None
         logger.info("%s: stopped", self.name)
 
@@ -292,7 +296,7 @@ class CollectorManager:
             if now - entry.trouble_since >= self.restart_delay:
                 self._restart(name, entry, "; ".join(health["issues"]) or state.value)
         if self._redis is not None:
-            await self._publish()
+            await self._publish(self._redis)
 
     def _restart(self, name: str, entry: _Entry, why: str) -> None:
         logger.warning("%s: restarting collector %r (%s)", self.name, name, mask_text(why))
@@ -312,14 +316,14 @@ class CollectorManager:
             with contextlib.suppress(asyncio.TimeoutError):  # timing out = time for the next check
                 await asyncio.wait_for(stopping.wait(), self.global_health_check_interval)
 
-    async def _publish(self) -> None:
-        fields = {
+    async def _publish(self, conn: redis.asyncio.Redis) -> None:
+        fields: dict[FieldT, EncodableT] = {
             name: json.dumps({**entry.node.get_status(), "enabled": entry.enabled})
             for name, entry in self._entries.items()
         }
         fields["updated_at"] = _now_iso()
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with conn.pipeline(transaction=True) as pipe:
                 if self._removed:
                     pipe.hdel(self.status_key, *self._removed)
                 pipe.hset(self.status_key, mapping=fields)

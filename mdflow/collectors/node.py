@@ -19,6 +19,7 @@ import inspect
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -117,6 +118,9 @@ class collector(Source):
 
     _graphviz_shape = "doubleoctagon"
     str_list: ClassVar[list[str]] = ["exchange", "symbols"]
+    # Set by streamz's Source.__init__ (untyped) and by this node's start/stop.
+    stopped: bool
+    started: bool
 
     def __init__(
         self,
@@ -128,8 +132,8 @@ class collector(Source):
         max_restarts: int = 5,
         backoff: tuple[float, float] = (1.0, 60.0),
         connect_timeout: float = 10.0,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(collector, Collector):
             msg = (
                 "collector: the first argument must be a mdflow Collector (subclass "
@@ -164,8 +168,8 @@ class collector(Source):
         self._state = CollectorState.STOPPED
         self._should_run = False
         self._generation = 0
-        self._task: asyncio.Future | None = None
-        self._wakeup: asyncio.Future | None = None
+        self._task: asyncio.Future[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None  # made by run(), before any session
         self._restart_requested = False
         self._failures = 0  # consecutive connection-level failures
         self._emitting = False
@@ -186,9 +190,14 @@ class collector(Source):
         self._delays: deque[float] = deque(maxlen=_HISTORY)
         self._last_delay: float | None = None
         self._last_error: str | None = None
-        # _Stamp | None: when the loop started, last beat, connection, data, message, error, restart
-        self._started = self._heartbeat = self._connected = self._data = None
-        self._last_message = self._last_error_at = self._last_restart = None
+        # when the loop started, last beat, connection, data, message, error, restart
+        self._started: _Stamp | None = None
+        self._heartbeat: _Stamp | None = None
+        self._connected: _Stamp | None = None
+        self._data: _Stamp | None = None
+        self._last_message: _Stamp | None = None
+        self._last_error_at: _Stamp | None = None
+        self._last_restart: _Stamp | None = None
         # monotonic times the silence clock starts from (session start, end of a slow emit)
         self._session_mono: float | None = None
         self._emit_done_mono: float | None = None
@@ -276,15 +285,14 @@ class collector(Source):
             self._emitting = False
             self._emit_done_mono = time.monotonic()
 
-    def _late_result(self, gathered: asyncio.Future) -> None:
+    def _late_result(self, gathered: asyncio.Future[list[Any]]) -> None:
         """Report downstream work that failed after the node stopped waiting for it."""
-        if not gathered.cancelled() and gathered.exception() is not None:
+        exc = None if gathered.cancelled() else gathered.exception()
+        if exc is not None:
             self._counts["emit_errors"] += 1
-            self._record_error(gathered.exception())
+            self._record_error(exc)
             logger.error(
-                "%s: downstream failed after the collector stopped",
-                node_name(self),
-                exc_info=gathered.exception(),
+                "%s: downstream failed after the collector stopped", node_name(self), exc_info=exc
             )
 
     # --- supervision ------------------------------------------------------------------------
@@ -303,6 +311,13 @@ class collector(Source):
         if self._wakeup is None or self._wakeup.done():
             self._wakeup = asyncio.get_running_loop().create_future()
 
+    def _wakeup_future(self) -> asyncio.Future[None]:
+        """The future :meth:`stop` / :meth:`restart` resolve to wake the running loop."""
+        if self._wakeup is None:  # run() makes it before the first session
+            msg = f"{node_name(self)}: the supervised loop is not running (call start())"
+            raise RuntimeError(msg)
+        return self._wakeup
+
     def _current(self, generation: int) -> bool:
         return not self.stopped and generation == self._generation
 
@@ -318,7 +333,7 @@ class collector(Source):
         self._heartbeat = _now()
 
     async def run(
-        self, generation: int | None = None, previous: asyncio.Future | None = None
+        self, generation: int | None = None, previous: asyncio.Future[None] | None = None
     ) -> None:
         """The supervised loop (started by :meth:`start`; do not call directly)."""
         generation = self._generation if generation is None else generation
@@ -386,7 +401,7 @@ class collector(Source):
             self._connected = None
             await self._disconnect()
 
-    async def _guarded(self, coro: Any, what: str, generation: int) -> None:
+    async def _guarded(self, coro: Awaitable[None], what: str, generation: int) -> None:
         """Await ``coro`` with a deadline, beating the heart and obeying stop/restart meanwhile."""
         task = asyncio.ensure_future(coro)
         deadline = time.monotonic() + self.connect_timeout
@@ -397,7 +412,7 @@ class collector(Source):
                     msg = f"{what} took longer than {self.connect_timeout:g}s (connect_timeout)"
                     raise TimeoutError(msg)
                 await asyncio.wait(
-                    {task, self._wakeup},
+                    {task, self._wakeup_future()},
                     timeout=min(self.heartbeat_interval, left),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -412,7 +427,7 @@ class collector(Source):
             if task.done() and not task.cancelled():
                 task.exception()
 
-    async def _monitor(self, reader: asyncio.Future, generation: int) -> None:
+    async def _monitor(self, reader: asyncio.Future[None], generation: int) -> None:
         """Heartbeat and silence watch while ``reader`` runs; raise when the session must end."""
         while True:
             left = self.max_silence - self._silence()
@@ -420,7 +435,9 @@ class collector(Source):
                 self.heartbeat_interval if left <= 0 else min(self.heartbeat_interval, left + 0.005)
             )
             await asyncio.wait(
-                {reader, self._wakeup}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {reader, self._wakeup_future()},
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             self._beat()
             self._check(generation)
@@ -494,7 +511,9 @@ class collector(Source):
         end = time.monotonic() + delay
         try:
             while (left := end - time.monotonic()) > 0:
-                await asyncio.wait({self._wakeup}, timeout=min(self.heartbeat_interval, left))
+                await asyncio.wait(
+                    {self._wakeup_future()}, timeout=min(self.heartbeat_interval, left)
+                )
                 self._beat()
                 self._check(generation)
         except _Interrupt as interrupt:

@@ -550,14 +550,14 @@ class SimulatedExchangeCollector(WebSocketCollector):
                 self.exchange, message["symbol"], _from_ms(message["ts"]), DataType.TICKER, data
             )
         if kind == "trade":
-            data = {
+            trade: dict[str, int | Decimal | str] = {
                 "id": int(message["id"]),
                 "price": Decimal(message["price"]),
                 "qty": Decimal(message["qty"]),
                 "side": str(message["side"]),
             }
             return MarketDataPoint(
-                self.exchange, message["symbol"], _from_ms(message["ts"]), DataType.TRADE, data
+                self.exchange, message["symbol"], _from_ms(message["ts"]), DataType.TRADE, trade
             )
         if kind == "candle":
             return OHLCV(

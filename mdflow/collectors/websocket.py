@@ -165,6 +165,12 @@ class WebSocketCollector(Collector):
 
     def parse_message(self, message: Any) -> Any:
         """Turn one decoded message into points (calls the ``parse`` argument)."""
+        if self._parse is None:  # a subclass that overrides this method may still call it
+            msg = (
+                f"{type(self).__name__}: no parse function; give parse=f(message) or "
+                "override parse_message without calling WebSocketCollector.parse_message"
+            )
+            raise ConfigError(msg)
         return self._parse(message)
 
     def _connection(self) -> ClientConnection:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 from ..reservoir import CONNECTION_ERRORS, Backoff, mask_text
 from .status import NodeStatus
@@ -26,9 +26,11 @@ __all__ = ["BatchedWriter", "Batcher"]
 logger = logging.getLogger(__name__)
 
 FlushFn = Callable[[Sequence[Any]], Awaitable[Sequence[Any]]]
+#: Who hears about one item's result: a future, or a ``done(result)`` callback.
+Waiter = asyncio.Future[Any] | Callable[[Any], None]
 
 
-def _deliver(waiter: asyncio.Future | Callable[[Any], None], result: Any) -> None:
+def _deliver(waiter: Waiter, result: Any) -> None:
     """Hand one item's result to its future or its callback."""
     if isinstance(waiter, asyncio.Future):
         if waiter.done():
@@ -68,15 +70,21 @@ class Batcher:
         self._name = name
         self._status = status
         self._max_batch = max_batch
-        self._items: list[tuple[Any, asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
+        self._items: list[tuple[Any, Waiter]] = []
+        self._task: asyncio.Task[None] | None = None
         self._backoff = Backoff(base=0.05, cap=2.0)
         self.closed = False
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def submit(self, item: Any, done: Callable[[Any], None] | None = None) -> asyncio.Future | None:
+    @overload
+    def submit(self, item: Any, done: None = None) -> asyncio.Future[Any]: ...
+    @overload
+    def submit(self, item: Any, done: Callable[[Any], None]) -> None: ...
+    def submit(
+        self, item: Any, done: Callable[[Any], None] | None = None
+    ) -> asyncio.Future[Any] | None:
         """Queue ``item``.
 
         Without ``done``, return a future that resolves with the item's flush
@@ -86,8 +94,12 @@ class Batcher:
         loop turn, for callers that write many items.
         """
         loop = asyncio.get_running_loop()
-        future = loop.create_future() if done is None else None
-        self._items.append((item, future if done is None else done))
+        future: asyncio.Future[Any] | None = None
+        if done is None:
+            future = loop.create_future()
+            self._items.append((item, future))
+        else:
+            self._items.append((item, done))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
         return future
@@ -159,7 +171,14 @@ class BatchedWriter:
         self._status = status
         self._batcher: Batcher | None = None
 
-    def submit(self, item: Any, done: Callable[[Any], None] | None = None) -> asyncio.Future | None:
+    @overload
+    def submit(self, item: Any, done: None = None) -> asyncio.Future[Any]: ...
+    @overload
+    def submit(self, item: Any, done: Callable[[Any], None]) -> None: ...
+    def submit(
+        self, item: Any, done: Callable[[Any], None] | None = None
+    ) -> asyncio.Future[Any] | None:
+        """Queue ``item`` on the batcher: see :meth:`Batcher.submit`."""
         if self._batcher is None:
             self._batcher = Batcher(self._flush, self._name, self._status)
         return self._batcher.submit(item, done)

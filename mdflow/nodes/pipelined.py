@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_OUTSTANDING_WRITES = 1000
 
 
-def _outcome(future: asyncio.Future) -> Any:
+def _outcome(future: asyncio.Future[Any]) -> Any:
     if future.cancelled():
         return asyncio.CancelledError("the writer was closed")
     return future.exception() or future.result()
@@ -56,11 +56,11 @@ class PipelinedSink(Sink):
 
     def _submit(
         self,
-        send: Callable[[Callable[[Any], None] | None], asyncio.Future | None],
-        metadata: list[dict] | None,
+        send: Callable[[Callable[[Any], None] | None], asyncio.Future[Any] | None],
+        metadata: list[dict[str, Any]] | None,
         what: str,
         result: Callable[[Any], Any] = lambda reply: reply,
-    ) -> asyncio.Future | None:
+    ) -> asyncio.Future[Any] | None:
         """Track one write. ``send(done)`` submits it to the writer.
 
         ``result(reply)`` is what goes downstream once the write is confirmed.
@@ -74,11 +74,17 @@ class PipelinedSink(Sink):
             send(done)
             return None
         future = send(None)
+        # Internal invariant: a writer given no callback returns a future (Batcher.submit).
+        assert future is not None, "send(None) returned no future"
         future.add_done_callback(lambda f: done(_outcome(f)))
         return future
 
     def _written(
-        self, what: str, result: Callable[[Any], Any], metadata: list[dict] | None, reply: Any
+        self,
+        what: str,
+        result: Callable[[Any], Any],
+        metadata: list[dict[str, Any]] | None,
+        reply: Any,
     ) -> None:
         """The write finished (``reply`` is an exception if it failed): emit, then let go."""
         self._outstanding -= 1
@@ -100,14 +106,18 @@ class PipelinedSink(Sink):
         waiting = asyncio.gather(*futures, return_exceptions=True)
         waiting.add_done_callback(partial(self._downstream_done, what, metadata))
 
-    def _downstream_done(self, what: str, metadata: list[dict] | None, waiting) -> None:
+    def _downstream_done(
+        self, what: str, metadata: list[dict[str, Any]] | None, waiting: asyncio.Future[list[Any]]
+    ) -> None:
         errors = [r for r in waiting.result() if isinstance(r, BaseException)]
         if errors:
             self._failed(what, metadata, errors[0])
         else:
             self._release_refs(metadata)
 
-    def _failed(self, what: str, metadata: list[dict] | None, error: BaseException) -> None:
+    def _failed(
+        self, what: str, metadata: list[dict[str, Any]] | None, error: BaseException
+    ) -> None:
         # Tell the source first (it will not ack), then release: an ack can never win the race.
         self._status.error(error)
         logger.error("%s: writing to %s failed: %s", node_name(self), what, mask_text(str(error)))
@@ -122,6 +132,6 @@ class PipelinedSink(Sink):
         """Wait until every submitted write is confirmed by Redis; False on timeout."""
         return await self._writer.drain(timeout)
 
-    def destroy(self, streams=None) -> None:
+    def destroy(self, streams: list[Stream] | None = None) -> None:
         self._writer.close()
         super().destroy()

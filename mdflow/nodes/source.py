@@ -44,12 +44,15 @@ class SupervisedSource(Source):
     _counters: tuple[str, ...] = ("emitted", "errors", "reconnects")
     _backoff_base = 0.05
     _backoff_cap = 5.0
+    # Set by streamz's Source (untyped): declared here for the type checker.
+    stopped: bool
+    started: bool
 
-    def __init__(self, start: bool = False, **kwargs):
+    def __init__(self, start: bool = False, **kwargs: Any):
         check_node_keywords(self, kwargs)
         self._status = NodeStatus(self._counters)
         self._generation = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._waiting_on_graph = False
         self._interrupted = False
         self._backoff = Backoff(self._backoff_base, self._backoff_cap)
@@ -83,10 +86,15 @@ class SupervisedSource(Source):
 
     async def run(self) -> None:
         generation = self._generation
-        self._task = asyncio.current_task()
+        previous, self._task = self._task, asyncio.current_task()
         self._interrupted = False
         self._status.started_at = time.time()
         try:
+            if previous is not None and not previous.done():
+                # Restarted while the previous run was still ending (its last cycle or its
+                # teardown): let it finish first, or its teardown would release what this run
+                # sets up (an engine then failed every cycle, reporting "stopped").
+                await asyncio.wait({previous})
             while not self.stopped and generation == self._generation:
                 try:
                     if self._status.state in ("starting", "reconnecting"):
@@ -107,7 +115,8 @@ class SupervisedSource(Source):
                 try:
                     await self._teardown()
                 finally:
-                    self._status.state = "stopped"
+                    if generation == self._generation:  # not restarted during the teardown
+                        self._status.state = "stopped"
 
     async def _on_failure(self, exc: BaseException, reconnect: bool) -> None:
         self._status.error(exc)

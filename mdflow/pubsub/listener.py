@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Sequence
+from typing import Any, ClassVar, overload
 
 import redis
 import redis.asyncio
@@ -76,8 +76,8 @@ def check_message_codec(codec: Any, where: str, allow_auto: bool) -> str:
     return codec
 
 
-def _text(raw: bytes | str | None) -> str | None:
-    if raw is None or isinstance(raw, str):
+def _text(raw: bytes | str) -> str:
+    if isinstance(raw, str):
         return raw
     return raw.decode("utf-8", errors="backslashreplace")
 
@@ -225,7 +225,12 @@ class PubSubSource(SupervisedSource):
                 self._backoff.reset()
             await self._on_message(message["channel"], message["pattern"], message["data"])
 
+    @overload
+    def _name(self, raw: bytes) -> str: ...
+    @overload
+    def _name(self, raw: bytes | None) -> str | None: ...
     def _name(self, raw: bytes | None) -> str | None:
+        """A channel (or pattern) as text, decoded once per name; None stays None."""
         if raw is None:
             return None
         name = self._names.get(raw)
@@ -315,15 +320,16 @@ class PubSubSource(SupervisedSource):
         self._status.counts["emitted"] += 1
         return True
 
-    async def _wait_for_graph(self, futures: list) -> None:
+    async def _wait_for_graph(self, futures: Sequence[Awaitable[Any]]) -> None:
         # as SupervisedSource.emit_and_wait, for futures already handed back by _emit
         self._waiting_on_graph = True
         try:
-            futures = [asyncio.ensure_future(f) for f in futures]
-            await asyncio.wait(futures)
-            for future in futures:
-                if future.exception() is not None:
-                    raise future.exception()
+            pending = [asyncio.ensure_future(f) for f in futures]
+            await asyncio.wait(pending)
+            for future in pending:
+                exc = future.exception()
+                if exc is not None:
+                    raise exc
         finally:
             self._waiting_on_graph = False
 
@@ -376,8 +382,8 @@ class from_pubsub(PubSubSource):
         codec: str = "auto",
         meta: bool = False,
         redis_url: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         where = "from_pubsub"
         self._init_subscriptions(channels, where, "channels", redis_url)
         self.codec = check_message_codec(codec, where, allow_auto=True)

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from streamz import Stream
 
@@ -87,16 +87,23 @@ class RedisWriter(BatchedWriter):
     :class:`~mdflow.nodes.Batcher`, so a write is sent at least once.
     """
 
+    @overload
+    def send(self, write: Write, done: None = None) -> asyncio.Future[Any]: ...
+    @overload
+    def send(
+        self, write: Write, done: Callable[[Any], None] | None
+    ) -> asyncio.Future[Any] | None: ...
     def send(
         self, write: Write, done: Callable[[Any], None] | None = None
-    ) -> asyncio.Future | None:
+    ) -> asyncio.Future[Any] | None:
+        """Queue ``write``: a future for its result, or (with ``done``) no future."""
         return self.submit(write, done)
 
-    async def _flush(self, writes: Sequence[Write]) -> list:
+    async def _flush(self, writes: Sequence[Write]) -> list[Any]:
         pipe = client(self._url).pipeline(transaction=False)
         sizes = [write.queue(pipe) for write in writes]
         replies = await pipe.execute(raise_on_error=False)
-        results: list = []
+        results: list[Any] = []
         at = 0
         for write, size in zip(writes, sizes, strict=True):
             mine = replies[at : at + size]
@@ -159,8 +166,8 @@ class to_pubsub(_WriterSink):
         channel: str | Callable[[Any], str],
         codec: str = "msgpack",
         redis_url: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         where = "to_pubsub"
         self.channel = check_name(channel, where, "channel", "pub/sub channel")
         self._init_writer(codec, redis_url, where)
@@ -169,7 +176,9 @@ class to_pubsub(_WriterSink):
         super().__init__(upstream, **kwargs)
         self._start_writer()
 
-    def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
+    def update(
+        self, x: Any, who: Stream | None = None, metadata: list[dict[str, Any]] | None = None
+    ) -> asyncio.Future[Any] | None:
         channel = self.channel(x) if callable(self.channel) else self.channel
         write = Write(encode_message(x, self.codec), channel=channel)  # EncodeError: to the caller
         return self._submit(partial(self._writer.send, write), metadata, f"channel {channel!r}")
@@ -227,8 +236,8 @@ class to_cache(_WriterSink):
         list_max: int | None = None,
         codec: str = "msgpack",
         redis_url: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         where = "to_cache"
         self.key = check_name(key, where, "key", "Redis key")
         self.ttl = check_ttl(ttl, where)
@@ -241,7 +250,9 @@ class to_cache(_WriterSink):
         super().__init__(upstream, **kwargs)
         self._start_writer()
 
-    def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
+    def update(
+        self, x: Any, who: Stream | None = None, metadata: list[dict[str, Any]] | None = None
+    ) -> asyncio.Future[Any] | None:
         key = self.key(x) if callable(self.key) else self.key
         write = Write(encode_message(x, self.codec), key=key, ttl=self.ttl, list_max=self.list_max)
         return self._submit(

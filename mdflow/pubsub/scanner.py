@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from streamz import Stream
@@ -127,9 +127,11 @@ class _Analysis:
 
     async def analyze(self, data: Any) -> list[AnalyzerResult]:
         """Run the analyzer on ``data``; raise what it raised."""
-        found = self.analyzer.analyze(data)
-        if inspect.isawaitable(found):
-            found = await found
+        # A plain (non-async) analyze is accepted too (see Analyzer), and check_analyzer lets
+        # through any object with an analyze method: the outcome is findings or an awaitable.
+        outcome: Awaitable[Iterable[AnalyzerResult] | None] | Iterable[AnalyzerResult] | None
+        outcome = self.analyzer.analyze(data)
+        found = await outcome if inspect.isawaitable(outcome) else outcome
         results = list(found) if found else []
         for result in results:
             if not isinstance(result, AnalyzerResult):
@@ -143,7 +145,7 @@ class _Analysis:
             self._status.incr("empty_results")
         return results
 
-    def store(self, results: list[AnalyzerResult]) -> asyncio.Future | None:
+    def store(self, results: list[AnalyzerResult]) -> asyncio.Future[list[Any]] | None:
         """Send every result's cache + publish writes (one pipeline for this loop turn).
 
         The future resolves when Redis confirmed them all (None: nothing to write).
@@ -238,8 +240,8 @@ class scanner(PubSubSource):
         start: bool = False,
         codec: str = "msgpack",
         redis_url: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         where = "scanner"
         self._init_subscriptions(subscriptions, where, "subscriptions", redis_url)
         self.analyzer = check_analyzer(analyzer, where)
@@ -249,7 +251,7 @@ class scanner(PubSubSource):
         self._analysis = _Analysis(
             self.analyzer, self._url, self.codec, node_name(self), self._status
         )
-        self._delivery: asyncio.Future | None = None
+        self._delivery: asyncio.Future[None] | None = None
         self._in_delivery = 0
         if check_flag(start, type(self).__name__, "start"):
             self.start()
@@ -279,8 +281,8 @@ class scanner(PubSubSource):
     async def _deliver(
         self,
         results: list[AnalyzerResult],
-        stored: asyncio.Future | None,
-        previous: asyncio.Future | None,
+        stored: asyncio.Future[list[Any]] | None,
+        previous: asyncio.Future[None] | None,
         channel: bytes,
     ) -> None:
         try:
@@ -376,7 +378,7 @@ class scan(Stream):
     _graphviz_shape = "octagon"
     str_list: ClassVar[list[str]] = ["_label"]
 
-    def __new__(cls, upstream: Stream, analyzer: Any = None, *args: Any, **kwargs: Any):
+    def __new__(cls, upstream: Stream, analyzer: Any = None, *args: Any, **kwargs: Any) -> Stream:
         if _is_accumulator(analyzer):
             return upstream.accumulate(analyzer, *args, **kwargs)
         return super().__new__(cls)
@@ -387,8 +389,8 @@ class scan(Stream):
         analyzer: Analyzer | str,
         codec: str = "msgpack",
         redis_url: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         where = "scan"
         self.analyzer = check_analyzer(analyzer, where)
         self.codec = check_message_codec(codec, where, allow_auto=False)
@@ -403,12 +405,14 @@ class scan(Stream):
             self.analyzer, self._url, self.codec, node_name(self), self._status
         )
 
-    def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
+    def update(
+        self, x: Any, who: Stream | None = None, metadata: list[dict[str, Any]] | None = None
+    ) -> asyncio.Future[None]:
         self._status.incr("received")
         self._retain_refs(metadata)  # released after analyze + write + emit: no early ack
         return asyncio.ensure_future(self._process(x, metadata))
 
-    async def _process(self, x: Any, metadata: list[dict] | None) -> None:
+    async def _process(self, x: Any, metadata: list[dict[str, Any]] | None) -> None:
         if isinstance(x, Record):
             data, where = x.data, f"{x.topic!r} entry {x.id}"
         else:
@@ -437,6 +441,6 @@ class scan(Stream):
         """Wait until every cache/publish write submitted so far is confirmed."""
         return await self._analysis._writer.drain(timeout)
 
-    def destroy(self, streams=None) -> None:
+    def destroy(self, streams: Iterable[Stream] | None = None) -> None:
         self._analysis.close()
         super().destroy()

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 import weakref
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -52,6 +53,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+# What `wait_available`/`ensure_available` catch: connection errors are retried until the
+# deadline; an AuthenticationError ends the wait at once (see `_Deadline.delay_after`).
+_AVAILABILITY_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    redis.AuthenticationError,
+)
 
 _RETRIES = 3
 _SOCKET_CONNECT_TIMEOUT = 5.0
@@ -62,7 +69,7 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.a
 )
 
 
-def _client_kwargs() -> dict:
+def _client_kwargs() -> dict[str, Any]:
     return dict(
         socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
         health_check_interval=_HEALTH_CHECK_INTERVAL,
@@ -70,7 +77,7 @@ def _client_kwargs() -> dict:
     )
 
 
-def new_client(url: str | None = None, **kwargs) -> redis.asyncio.Redis:
+def new_client(url: str | None = None, **kwargs: Any) -> redis.asyncio.Redis:
     """Create a dedicated ``redis.asyncio.Redis`` (bytes in, bytes out).
 
     Prefer :func:`client`; use this when a connection must not be shared
@@ -182,7 +189,7 @@ async def wait_available(url: str | None = None, deadline: float = 10.0) -> redi
         try:
             await conn.ping()
             return conn
-        except (*CONNECTION_ERRORS, redis.AuthenticationError) as exc:
+        except _AVAILABILITY_ERRORS as exc:
             await asyncio.sleep(retry.delay_after(exc))
 
 
@@ -195,5 +202,5 @@ def ensure_available(url: str | None = None, deadline: float = 10.0) -> walrus.D
         try:
             database.ping()
             return database
-        except (*CONNECTION_ERRORS, redis.AuthenticationError) as exc:
+        except _AVAILABILITY_ERRORS as exc:
             time.sleep(retry.delay_after(exc))

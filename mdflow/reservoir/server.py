@@ -118,7 +118,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         self.extra_args = tuple(extra_args)
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -133,7 +133,12 @@ class RedisServer:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self._live() is not None
+
+    def _live(self) -> subprocess.Popen[bytes] | None:
+        """The child process if it is running, else None."""
+        process = self.process
+        return process if process is not None and process.poll() is None else None
 
     @property
     def version(self) -> str:
@@ -220,22 +225,24 @@ class RedisServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Shut the server down cleanly (SIGTERM; SIGKILL after ``timeout``)."""
-        if not self.running:
+        process = self._live()
+        if process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            process.kill()
+            process.wait()
         self._close_pipes()
 
     def kill(self) -> None:
         """Crash the server (SIGKILL): unsynced data is lost, as in a real crash."""
-        if not self.running:
+        process = self._live()
+        if process is None:
             return
-        self.process.kill()
-        self.process.wait()
+        process.kill()
+        process.wait()
         self._close_pipes()
 
     def restart(self) -> RedisServer:
@@ -256,5 +263,5 @@ class RedisServer:
     def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cleanup()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from ..nodes import Batcher, NodeStatus
 from ..reservoir import client
@@ -32,7 +34,7 @@ class Acker:
         future = self._batcher.submit((topic, entry_id))
         future.add_done_callback(self._check)
 
-    def _check(self, future) -> None:
+    def _check(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
             logger.error(
                 "%s: XACK failed: %s (the entry stays pending and will be redelivered)",
@@ -40,7 +42,7 @@ class Acker:
                 future.exception(),
             )
 
-    async def _flush(self, items: Sequence[tuple[str, str]]) -> list:
+    async def _flush(self, items: Sequence[tuple[str, str]]) -> list[BaseException | None]:
         by_topic: dict[str, list[str]] = {}
         for topic, entry_id in items:
             by_topic.setdefault(topic, []).append(entry_id)

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import msgpack
+from redis.typing import EncodableT, FieldT
 
 from ..nodes import NodeStatus
 from ..reservoir import CONNECTION_ERRORS, Backoff, client, mask_text
@@ -32,10 +35,15 @@ __all__ = ["DeadLetters", "read_payload"]
 logger = logging.getLogger(__name__)
 
 
-def read_payload(dead_fields: dict) -> dict:
-    """Decode the ``payload`` field of a dead-letter entry back into the original fields."""
+def read_payload(dead_fields: Mapping[Any, bytes]) -> dict[bytes, bytes]:
+    """Decode the ``payload`` field of a dead-letter entry back into the original fields.
+
+    ``dead_fields`` is the entry as a client read it: bytes keys, or str keys from a client
+    with ``decode_responses=True``.
+    """
     raw = dead_fields.get(b"payload", dead_fields.get("payload"))
-    return msgpack.unpackb(raw, raw=True, strict_map_key=False)
+    fields: dict[bytes, bytes] = msgpack.unpackb(raw, raw=True, strict_map_key=False)
+    return fields
 
 
 class DeadLetters:
@@ -52,11 +60,11 @@ class DeadLetters:
         return self._pattern.replace("{topic}", topic)
 
     async def send(
-        self, topic: str, entry_id: str, fields: dict, reason: str, deliveries: int
+        self, topic: str, entry_id: str, fields: Mapping[bytes, bytes], reason: str, deliveries: int
     ) -> None:
         """Write the dead letter and XACK the original; retried while Redis is away."""
         target = self.stream_for(topic)
-        record = {
+        record: dict[FieldT, EncodableT] = {
             "topic": topic,
             "id": entry_id,
             "group": self._group,
@@ -91,5 +99,5 @@ class DeadLetters:
         )
 
 
-def _b(value) -> bytes:
+def _b(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()

@@ -30,7 +30,7 @@ __all__ = ["engine"]
 logger = logging.getLogger(__name__)
 
 
-def _default_func() -> dict:
+def _default_func() -> dict[str, float]:
     return {"time": time.time()}
 
 
@@ -101,8 +101,8 @@ class engine(SupervisedSource):
         maxlen: int | None = None,
         codec: str = "msgpack",
         redis_url: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         where = "engine"
         self.topic = check_topic(topic, where)
         func = _default_func if func is None else func
@@ -116,8 +116,8 @@ class engine(SupervisedSource):
         self._label = topic
         self._is_async = inspect.iscoroutinefunction(func)
         self._executor: ThreadPoolExecutor | None = None
-        self._active: set[asyncio.Task] = set()
-        self._next_tick: float | None = None
+        self._active: set[asyncio.Task[None]] = set()
+        self._next_tick: float | None = None  # None: the schedule starts at the next cycle
         super().__init__(start=False, **kwargs)
         self._writer = StreamWriter(self._url, node_name(self), self._status)
         if check_flag(start, type(self).__name__, "start"):
@@ -132,13 +132,12 @@ class engine(SupervisedSource):
             self._executor = ThreadPoolExecutor(
                 self._capacity, thread_name_prefix=f"engine-{self.topic}"
             )
-        if self._next_tick is None:
-            self._next_tick = time.monotonic()
 
     async def _cycle(self) -> None:
         now = time.monotonic()
-        if self._next_tick > now:
-            await asyncio.sleep(self._next_tick - now)
+        next_tick = now if self._next_tick is None else self._next_tick
+        if next_tick > now:
+            await asyncio.sleep(next_tick - now)
             if self.stopped:
                 return
         self._status.incr("ticks")
@@ -148,12 +147,13 @@ class engine(SupervisedSource):
             task.add_done_callback(self._active.discard)
         else:
             self._status.incr("skipped_ticks")
-        self._next_tick += self.push_interval
-        behind = time.monotonic() - self._next_tick
+        next_tick += self.push_interval
+        behind = time.monotonic() - next_tick
         if behind > 0:  # the loop was blocked or we are late: skip, never queue
             missed = int(behind // self.push_interval) + 1
             self._status.incr("skipped_ticks", missed)
-            self._next_tick += missed * self.push_interval
+            next_tick += missed * self.push_interval
+        self._next_tick = next_tick
 
     async def _tick(self) -> None:
         try:

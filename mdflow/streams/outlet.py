@@ -22,6 +22,8 @@ from functools import partial
 from typing import Any, ClassVar
 
 import redis
+import redis.asyncio
+from redis.typing import KeyT, StreamIdT, XClaimResponse, XReadGroupResponse
 from streamz import RefCounter, Stream
 
 from ..checks import check_flag, check_positive, check_stream_id, check_text, check_topic
@@ -63,15 +65,65 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}:{program}"
 
 
+# --- replies -----------------------------------------------------------------------------------
+# The shared client speaks RESP2 with decode_responses=False, so Redis replies are bytes; the
+# hints of redis-py are unions over RESP3 and decoded replies. These name the real shapes.
+
+#: The fields of one stream entry (``{}`` for a pending entry deleted since it was delivered).
+_Fields = dict[bytes, bytes]
+#: One entry of an XREADGROUP reply: (id, fields).
+_RawEntry = tuple[bytes, _Fields]
+#: One entry of an XAUTOCLAIM reply; Redis < 7 answers (None, None) for an entry deleted since.
+_ClaimedEntry = tuple[bytes | None, _Fields | None]
+
+
+def _read_reply(reply: XReadGroupResponse) -> list[tuple[str, list[_RawEntry]]]:
+    """XREADGROUP's ``[[stream, [(id, fields), ...]], ...]``, stream names decoded."""
+    if not isinstance(reply, list):  # the dict shapes in redis-py's hint are RESP3's
+        msg = f"XREADGROUP: expected a RESP2 reply (a list), got {describe(reply)}"
+        raise TypeError(msg)
+    return [(stream.decode(), entries) for stream, entries in reply]
+
+
+def _present_ids(reply: XClaimResponse) -> set[str]:
+    """The ids of the entries XCLAIM returned with their fields: those not deleted since."""
+    present = set()
+    for entry in reply:
+        if isinstance(entry, (bytes, str)):  # the JUSTID shape, which is never asked for here
+            msg = f"XCLAIM: expected (id, fields) entries, got {describe(entry)}"
+            raise TypeError(msg)
+        entry_id, fields = entry
+        if entry_id is not None and fields is not None:
+            present.add(_text(entry_id))
+    return present
+
+
+def _text(value: object) -> str:
+    """A bytes reply (an entry id) as str."""
+    if not isinstance(value, bytes):
+        msg = f"expected bytes from Redis (decode_responses=False), got {describe(value)}"
+        raise TypeError(msg)
+    return value.decode()
+
+
+def _count(value: object) -> int:
+    """An integer reply."""
+    if not isinstance(value, int):
+        raise TypeError(f"expected an integer from Redis, got {describe(value)}")
+    return value
+
+
 @dataclass
 class _Entry:
     topic: str
     id: str
-    fields: dict
+    fields: _Fields
     deliveries: int
     failed: bool = False
     retry_at: float = 0.0
-    ids: list = field(default_factory=list)  # batch mode: every (topic, id) in the batch
+    # batch mode: every (topic, id) in the batch, and their fields, in the same order
+    ids: list[tuple[str, str]] = field(default_factory=list)
+    batch_fields: list[_Fields] = field(default_factory=list)
 
 
 @Stream.register_api(staticmethod)
@@ -151,8 +203,8 @@ class from_redis(SupervisedSource):
         codec: str = "auto",
         batch: bool = False,
         redis_url: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         where = "from_redis"
         if isinstance(topics, str):
             topics = [topics]
@@ -193,7 +245,7 @@ class from_redis(SupervisedSource):
         self._history_done: set[str] = set()
         self._history_from: dict[str, str] = {}
         self._next_claim = 0.0
-        self._metrics_task: asyncio.Future | None = None
+        self._metrics_task: asyncio.Future[None] | None = None
         self._metrics: dict[str, Any] = {"pending": None, "lag": None, "last_id": None}
         super().__init__(start=False, **kwargs)
         self._acker = Acker(self._url, self.group, node_name(self), self._status)
@@ -211,7 +263,7 @@ class from_redis(SupervisedSource):
         self._history_done.clear()
         self._history_from = dict.fromkeys(self.topics, "0")
 
-    async def _create_group(self, conn, topic: str, start_id: str) -> None:
+    async def _create_group(self, conn: redis.asyncio.Redis, topic: str, start_id: str) -> None:
         try:
             await conn.xgroup_create(topic, self.group, id=start_id, mkstream=True)
             logger.info(
@@ -283,11 +335,13 @@ class from_redis(SupervisedSource):
     async def _read_history(self) -> None:
         """Re-read this consumer's own pending entries (left by an earlier run)."""
         conn = client(self._url)
-        streams = {t: self._history_from[t] for t in self.topics if t not in self._history_done}
-        reply = await conn.xreadgroup(self.group, self.consumer, streams, count=self._room())
+        topics = [t for t in self.topics if t not in self._history_done]
+        streams: dict[KeyT, StreamIdT] = {t: self._history_from[t] for t in topics}
+        reply = _read_reply(
+            await conn.xreadgroup(self.group, self.consumer, streams, count=self._room())
+        )
         entries = []
-        for topic_b, items in reply or []:
-            topic = topic_b.decode()
+        for topic, items in reply:
             fresh = [(i.decode(), f) for i, f in items if not self._known(topic, i.decode())]
             if not items:
                 self._history_done.add(topic)
@@ -295,8 +349,8 @@ class from_redis(SupervisedSource):
             self._history_from[topic] = items[-1][0].decode()
             counts = await self._delivery_counts(topic, [i for i, _ in fresh])
             entries += [_Entry(topic, i, f or {}, counts.get(i, 1)) for i, f in fresh]
-        for topic in streams:
-            if not any(t.decode() == topic for t, _ in reply or []):
+        for topic in topics:
+            if not any(t == topic for t, _ in reply):
                 self._history_done.add(topic)
         if entries:
             logger.info(
@@ -313,12 +367,12 @@ class from_redis(SupervisedSource):
 
     async def _read_new(self) -> None:
         conn = client(self._url)
-        streams = dict.fromkeys(self.topics, ">")
+        streams: dict[KeyT, StreamIdT] = dict.fromkeys(self.topics, ">")
         reply = await conn.xreadgroup(
             self.group, self.consumer, streams, count=self._room(), block=int(self.block * 1000)
         )
         entries = [
-            _Entry(t.decode(), i.decode(), f or {}, 1) for t, items in reply or [] for i, f in items
+            _Entry(t, i.decode(), f or {}, 1) for t, items in _read_reply(reply) for i, f in items
         ]
         await self._process(entries)
 
@@ -334,7 +388,7 @@ class from_redis(SupervisedSource):
             count=len(ids) + 1000,
             consumername=self.consumer,
         )
-        return {r["message_id"].decode(): r["times_delivered"] for r in rows}
+        return {_text(r["message_id"]): _count(r["times_delivered"]) for r in rows}
 
     async def _claim_abandoned(self) -> None:
         """XAUTOCLAIM entries idle longer than ``claim_idle`` (their consumer died)."""
@@ -344,7 +398,10 @@ class from_redis(SupervisedSource):
             reply = await conn.xautoclaim(
                 topic, self.group, self.consumer, min_idle, start_id="0-0", count=self._room()
             )
-            items = [(i.decode(), f) for i, f in reply[1] if f is not None]
+            claimed: list[_ClaimedEntry] = reply[
+                1
+            ]  # [next start id, entries, (Redis 7) deleted ids]
+            items = [(i.decode(), f) for i, f in claimed if i is not None and f is not None]
             items = [(i, f) for i, f in items if not self._known(topic, i)]
             if not items:
                 continue
@@ -373,7 +430,7 @@ class from_redis(SupervisedSource):
             claimed = await conn.xclaim(
                 topic, self.group, self.consumer, 0, [e.id for e in entries]
             )
-            present = {i.decode() for i, f in claimed if f is not None}
+            present = _present_ids(claimed)
             again = []
             for entry in entries:
                 if entry.id in present:
@@ -420,9 +477,10 @@ class from_redis(SupervisedSource):
             unit = _Entry(
                 head.topic,
                 head.id,
-                [e.fields for e, _ in good],
+                head.fields,
                 head.deliveries,
                 ids=[(e.topic, e.id) for e, _ in good],
+                batch_fields=[e.fields for e, _ in good],
             )
             await self._emit_one(unit, [p for _, p in good])
         else:
@@ -478,7 +536,7 @@ class from_redis(SupervisedSource):
             if not entry.ids
             else [
                 _Entry(t, i, fields, entry.deliveries)
-                for (t, i), fields in zip(entry.ids, entry.fields, strict=True)
+                for (t, i), fields in zip(entry.ids, entry.batch_fields, strict=True)
             ]
         )
         for member in members:
@@ -527,7 +585,7 @@ class from_redis(SupervisedSource):
             elif lag is not None:  # Redis < 7 reports no lag: count what is after last-delivered
                 last = info["last-delivered-id"].decode()
                 after = await conn.xrange(topic, min="(" + last, count=10_000)
-                lag += len(after)
+                lag += len(after or ())  # XRANGE answers [] for nothing; None is in the hint only
         self._metrics["pending"] = pending
         self._metrics["lag"] = lag
 

@@ -6,8 +6,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast, overload
 
+from redis.typing import EncodableT, FieldT
 from streamz import Stream
 
 from ..checks import check_flag, check_maxlen, check_topic
@@ -30,20 +31,54 @@ class StreamWriter(BatchedWriter):
     entry twice if the connection dropped after Redis applied it.
     """
 
+    @overload
     def add(
         self,
         topic: str,
-        fields: dict,
+        fields: dict[str, bytes],
+        maxlen: int | None = None,
+        approximate: bool = True,
+        done: None = None,
+    ) -> asyncio.Future[Any]: ...
+    @overload
+    def add(
+        self,
+        topic: str,
+        fields: dict[str, bytes],
+        maxlen: int | None = None,
+        approximate: bool = True,
+        *,
+        done: Callable[[Any], None],
+    ) -> None: ...
+    @overload
+    def add(
+        self,
+        topic: str,
+        fields: dict[str, bytes],
+        maxlen: int | None,
+        approximate: bool,
+        done: Callable[[Any], None],
+    ) -> None: ...
+    def add(
+        self,
+        topic: str,
+        fields: dict[str, bytes],
         maxlen: int | None = None,
         approximate: bool = True,
         done: Callable[[Any], None] | None = None,
-    ) -> asyncio.Future | None:
+    ) -> asyncio.Future[Any] | None:
+        """Queue one XADD; see :meth:`~mdflow.nodes.Batcher.submit` for ``done``."""
         return self.submit((topic, fields, maxlen, approximate), done)
 
-    async def _flush(self, items: Sequence[tuple]) -> list:
+    async def _flush(
+        self, items: Sequence[tuple[str, dict[str, bytes], int | None, bool]]
+    ) -> list[BaseException | str]:
         pipe = client(self._url).pipeline(transaction=False)
         for topic, fields, maxlen, approximate in items:
-            pipe.xadd(topic, fields, maxlen=maxlen, approximate=approximate)
+            # cast: redis-py hints `dict[FieldT, EncodableT]`; dict is invariant, so mypy rejects
+            # the dict[str, bytes] that xadd accepts (it only reads the pairs).
+            entry = cast("dict[FieldT, EncodableT]", fields)
+            pipe.xadd(topic, entry, maxlen=maxlen, approximate=approximate)
         results = await pipe.execute(raise_on_error=False)
         return [r if isinstance(r, BaseException) else r.decode() for r in results]
 
@@ -91,8 +126,8 @@ class to_redis(PipelinedSink):
         approximate: bool = True,
         codec: str = "msgpack",
         redis_url: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         where = "to_redis"
         if not callable(topic):
             check_topic(topic, where)
@@ -107,7 +142,9 @@ class to_redis(PipelinedSink):
         super().__init__(upstream, **kwargs)
         self._writer = StreamWriter(self._url, node_name(self), self._status)
 
-    def update(self, x: Any, who: Stream | None = None, metadata: list[dict] | None = None):
+    def update(
+        self, x: Any, who: Stream | None = None, metadata: list[dict[str, Any]] | None = None
+    ) -> asyncio.Future[Any] | None:
         topic = self.topic(x) if callable(self.topic) else self.topic
         fields = encode_entry(x, self.codec)  # EncodeError surfaces to the upstream source
         return self._submit(
