@@ -44,7 +44,7 @@ def _deliver(waiter: Waiter, result: Any) -> None:
         return
     try:
         waiter(result)
-    except Exception:
+    except Exception:  # one caller's bug must not stop the others' results (logged)
         logger.exception("callback for a batched write raised")
 
 
