@@ -5,7 +5,11 @@
 * :mod:`.source` — :class:`SupervisedSource`, a source whose loop survives failures;
 * :mod:`.batching` — :class:`Batcher`: the writes of one loop turn in one round trip;
 * :mod:`.pipelined` — :class:`PipelinedSink`: a sink that holds each element until
-  Redis confirmed its write.
+  Redis confirmed its write;
+* :mod:`.exact` and :mod:`.exact_nodes` — exact acknowledgement for any streamz graph:
+  a ``Stream._emit`` that holds references while downstream work goes on, and
+  corrected loops for the streamz nodes that stall or swallow failures. Importing
+  this room installs them.
 
 It may import :mod:`mdflow.reservoir`, ``mdflow.errors`` and ``mdflow.checks``;
 the rooms that build nodes (streams, pubsub, collectors) import it.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 from .batching import BatchedWriter, Batcher
 from .emit import emit_and_wait, first_error, on_current_loop, report_failure
+from .exact import exact_emit, install
 from .pipelined import MAX_OUTSTANDING_WRITES, PipelinedSink
 from .source import SupervisedSource
 from .status import NodeStatus, node_name
@@ -27,8 +32,11 @@ __all__ = [
     "PipelinedSink",
     "SupervisedSource",
     "emit_and_wait",
+    "exact_emit",
     "first_error",
     "node_name",
     "on_current_loop",
     "report_failure",
 ]
+
+install()

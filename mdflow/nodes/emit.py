@@ -51,7 +51,9 @@ def report_failure(metadata: list[dict] | None, exc: BaseException) -> None:
     mdflow sources put a ``"fail"`` callable next to the ``"ref"`` counter in
     each element's metadata; a node that finishes its work later (after its
     ``update`` returned) calls this instead of raising, so the source does not
-    acknowledge the entry and redelivers it.
+    acknowledge the entry and redelivers it. One failure may be reported more
+    than once (by the node, and by each emit its future travels back through):
+    ``fail`` callables must be idempotent.
     """
     for meta in metadata or ():
         fail = meta.get("fail")

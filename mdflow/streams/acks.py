@@ -30,9 +30,11 @@ class Acker:
         self._status = status
         self._batcher = Batcher(self._flush, name, status, max_batch=10_000)
 
-    def ack(self, topic: str, entry_id: str) -> None:
+    def ack(self, topic: str, entry_id: str) -> asyncio.Future[Any]:
+        """Queue one XACK; the future is done when Redis answered (or the ack failed for good)."""
         future = self._batcher.submit((topic, entry_id))
         future.add_done_callback(self._check)
+        return future
 
     def _check(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:

@@ -34,14 +34,14 @@ from ..record import Record
 from ..reservoir import client
 from ..reservoir import redis_url as resolve_url
 from .acks import Acker
+from .claims import claim_abandoned, keep_fresh
 from .deadletter import DeadLetters
 
 __all__ = ["default_consumer_name", "from_redis"]
 
 logger = logging.getLogger(__name__)
 
-_RETRY_BASE = 0.2  # seconds before a failed entry is retried (doubles per delivery, capped)
-_RETRY_CAP = 5.0
+_RETRY_CAP = 5.0  # seconds: the longest wait before a retry (unless retry_delay is longer)
 _METRICS_EVERY = 1.0
 _STALL_WARNING = 10.0
 
@@ -73,8 +73,6 @@ def default_consumer_name() -> str:
 _Fields = dict[bytes, bytes]
 #: One entry of an XREADGROUP reply: (id, fields).
 _RawEntry = tuple[bytes, _Fields]
-#: One entry of an XAUTOCLAIM reply; Redis < 7 answers (None, None) for an entry deleted since.
-_ClaimedEntry = tuple[bytes | None, _Fields | None]
 
 
 def _read_reply(reply: XReadGroupResponse) -> list[tuple[str, list[_RawEntry]]]:
@@ -149,14 +147,22 @@ class from_redis(SupervisedSource):
     block : float
         Seconds one XREADGROUP BLOCK waits for new data (also bounds how long ``stop()`` takes).
     claim_idle : float
-        Entries pending longer than this in *other* (dead) consumers are claimed (XAUTOCLAIM).
+        Entries that *another* consumer has left idle this long are claimed (it died or
+        stopped without finishing them). Entries this outlet still holds (a long window, a
+        slow sink) are kept fresh every ``claim_idle / 3`` s, so no live consumer takes them,
+        however long they are held. Must exceed the longest pause of a live process.
     max_deliveries : int
-        An entry delivered more often than this goes to the dead-letter stream.
+        An entry delivered more often than this goes to the dead-letter stream. Only real
+        deliveries count: a read, a retry after a failure, a claim from a dead consumer.
+    retry_delay : float
+        Seconds before an entry whose processing failed is retried; doubles with each
+        delivery, capped at ``max(5, retry_delay)``.
     dead_letter : str
         Dead-letter stream name; ``{topic}`` is replaced by the source stream.
     max_inflight : int
-        Most un-acked entries inside the graph; reading pauses at this many.
-        Must exceed what windows/buffers downstream hold at once.
+        Most un-acknowledged entries this outlet holds: in the graph, waiting for a retry
+        or for their XACK. Reading pauses at this many. Must exceed what windows and
+        buffers downstream hold at once.
     meta : bool
         Emit :class:`mdflow.Record` (topic, id, data, deliveries) instead of the payload.
     codec : {"auto", "msgpack", "json", "fields"}
@@ -197,6 +203,7 @@ class from_redis(SupervisedSource):
         block: float = 0.5,
         claim_idle: float = 60.0,
         max_deliveries: int = 5,
+        retry_delay: float = 0.2,
         dead_letter: str = "{topic}:dead",
         max_inflight: int = 1000,
         meta: bool = False,
@@ -225,6 +232,7 @@ class from_redis(SupervisedSource):
         self.block = check_positive(block, where, "block")
         self.claim_idle = check_positive(claim_idle, where, "claim_idle")
         self.max_deliveries = check_positive(max_deliveries, where, "max_deliveries", integer=True)
+        self.retry_delay = check_positive(retry_delay, where, "retry_delay")
         self.max_inflight = check_positive(max_inflight, where, "max_inflight", integer=True)
         if not isinstance(dead_letter, str) or not dead_letter:
             msg = (
@@ -238,10 +246,14 @@ class from_redis(SupervisedSource):
         self.codec = check_codec(codec, allow_auto=True, where=where)
         self._url = resolve_url(redis_url)
         self._label = ",".join(self.topics)
+        # Every entry this outlet owns until it is acked or dead-lettered, with the time it was
+        # last read or kept fresh: what max_inflight bounds.
+        self._held: dict[tuple[str, str], float] = {}
+        # The delivery of each entry now in the graph (a batch: under its first entry's key).
         self._inflight: dict[tuple[str, str], _Entry] = {}
-        self._inflight_entries = 0  # entries, not units: a batch counts as all its entries
         self._retry: dict[tuple[str, str], _Entry] = {}
         self._capacity = asyncio.Event()
+        self._paused_since: float | None = None
         self._history_done: set[str] = set()
         self._history_from: dict[str, str] = {}
         self._next_claim = 0.0
@@ -282,13 +294,15 @@ class from_redis(SupervisedSource):
 
     # --- the loop --------------------------------------------------------------------------
     async def _cycle(self) -> None:
-        if not await self._wait_for_capacity():
-            return
         now = time.monotonic()
         if self._metrics_task is None or self._metrics_task.done():
-            self._metrics_task = asyncio.ensure_future(self._metrics_loop())
+            self._metrics_task = asyncio.ensure_future(self._housekeeping_loop())
         if self._retry:
-            await self._retry_failed(now)
+            await self._retry_failed(now)  # retries hold their slot already: never gated
+        if len(self._held) >= self.max_inflight:
+            await self._wait_for_room(now)
+            return
+        self._paused_since = None
         if now >= self._next_claim:
             self._next_claim = now + min(self.claim_idle / 2, 5.0)
             await self._claim_abandoned()
@@ -309,28 +323,32 @@ class from_redis(SupervisedSource):
             for topic in self.topics:
                 await self._create_group(conn, topic, "0")
 
-    async def _wait_for_capacity(self) -> bool:
-        waited = 0.0
-        while self._inflight_entries >= self.max_inflight and not self.stopped:
-            self._capacity.clear()
-            try:
-                await asyncio.wait_for(self._capacity.wait(), timeout=min(self.block, 1.0))
-            except asyncio.TimeoutError:
-                waited += min(self.block, 1.0)
-                if waited >= _STALL_WARNING and waited - min(self.block, 1.0) < _STALL_WARNING:
-                    logger.warning(
-                        "%s: %d entries in flight (max_inflight=%d) for %.0fs; reading is paused. "
-                        "If a window/buffer downstream holds more elements than max_inflight, "
-                        "raise max_inflight.",
-                        node_name(self),
-                        self._inflight_entries,
-                        self.max_inflight,
-                        waited,
-                    )
-        return not self.stopped
+    async def _wait_for_room(self, now: float) -> None:
+        """Reading is paused: wait until an entry is acked, or a retry or ``stop()`` is due."""
+        if self._paused_since is None:
+            self._paused_since = now
+        due = min((e.retry_at for e in self._retry.values()), default=now + self.block)
+        self._capacity.clear()
+        try:
+            await asyncio.wait_for(
+                self._capacity.wait(), timeout=max(0.001, min(self.block, 1.0, due - now))
+            )
+        except asyncio.TimeoutError:
+            pass
+        paused = time.monotonic() - self._paused_since
+        if paused >= _STALL_WARNING and now - self._paused_since < _STALL_WARNING:
+            logger.warning(
+                "%s: %d entries held (max_inflight=%d) for %.0fs; reading is paused. "
+                "If a window/buffer downstream holds more elements than max_inflight, "
+                "raise max_inflight.",
+                node_name(self),
+                len(self._held),
+                self.max_inflight,
+                paused,
+            )
 
     def _room(self) -> int:
-        return max(1, min(self.batch_size, self.max_inflight - self._inflight_entries))
+        return max(1, min(self.batch_size, self.max_inflight - len(self._held)))
 
     async def _read_history(self) -> None:
         """Re-read this consumer's own pending entries (left by an earlier run)."""
@@ -362,8 +380,8 @@ class from_redis(SupervisedSource):
         await self._process(entries)
 
     def _known(self, topic: str, entry_id: str) -> bool:
-        """Is this entry already inside the graph or waiting for a retry?"""
-        return (topic, entry_id) in self._inflight or (topic, entry_id) in self._retry
+        """Does this outlet hold the entry already (in the graph, for a retry, for an ack)?"""
+        return (topic, entry_id) in self._held
 
     async def _read_new(self) -> None:
         conn = client(self._url)
@@ -391,30 +409,29 @@ class from_redis(SupervisedSource):
         return {_text(r["message_id"]): _count(r["times_delivered"]) for r in rows}
 
     async def _claim_abandoned(self) -> None:
-        """XAUTOCLAIM entries idle longer than ``claim_idle`` (their consumer died)."""
+        """Claim entries another consumer left idle longer than ``claim_idle`` (see claims)."""
         conn = client(self._url)
         min_idle = int(self.claim_idle * 1000)
         for topic in self.topics:
-            reply = await conn.xautoclaim(
-                topic, self.group, self.consumer, min_idle, start_id="0-0", count=self._room()
+            room = self.max_inflight - len(self._held)
+            if room <= 0:
+                return
+            mine = [i for t, i in self._held if t == topic]
+            claimed = await claim_abandoned(
+                conn, topic, self.group, self.consumer, min_idle, min(room, self.batch_size), mine
             )
-            claimed: list[_ClaimedEntry] = reply[
-                1
-            ]  # [next start id, entries, (Redis 7) deleted ids]
-            items = [(i.decode(), f) for i, f in claimed if i is not None and f is not None]
-            items = [(i, f) for i, f in items if not self._known(topic, i)]
-            if not items:
+            if not claimed:
                 continue
-            self._status.incr("claimed", len(items))
+            self._status.incr("claimed", len(claimed))
             logger.info(
-                "%s: claimed %d abandoned entr%s from %r",
+                "%s: claimed %d abandoned entr%s from %r (left by %s)",
                 node_name(self),
-                len(items),
-                "y" if len(items) == 1 else "ies",
+                len(claimed),
+                "y" if len(claimed) == 1 else "ies",
                 topic,
+                ", ".join(sorted({c.previous_owner for c in claimed})),
             )
-            counts = await self._delivery_counts(topic, [i for i, _ in items])
-            await self._process([_Entry(topic, i, f, counts.get(i, 1)) for i, f in items])
+            await self._process([_Entry(topic, c.id, c.fields, c.deliveries) for c in claimed])
 
     async def _retry_failed(self, now: float) -> None:
         due = [e for e in self._retry.values() if e.retry_at <= now]
@@ -436,6 +453,7 @@ class from_redis(SupervisedSource):
                 if entry.id in present:
                     again.append(_Entry(topic, entry.id, entry.fields, entry.deliveries + 1))
                 else:
+                    self._release((topic, entry.id))
                     logger.warning(
                         "%s: entry %s of %r was trimmed before it could be retried",
                         node_name(self),
@@ -450,6 +468,9 @@ class from_redis(SupervisedSource):
             return
         self._status.incr("read", len(entries))
         self._metrics["last_id"] = entries[-1].id
+        now = time.monotonic()
+        for entry in entries:
+            self._held[(entry.topic, entry.id)] = now
         good = []
         for entry in entries:
             if entry.deliveries > self.max_deliveries:
@@ -458,6 +479,7 @@ class from_redis(SupervisedSource):
                     f"max_deliveries={self.max_deliveries}"
                 )
                 await self._dead.send(entry.topic, entry.id, entry.fields, reason, entry.deliveries)
+                self._release((entry.topic, entry.id))
                 continue
             try:
                 payload = decode_entry(
@@ -468,6 +490,7 @@ class from_redis(SupervisedSource):
                 await self._dead.send(
                     entry.topic, entry.id, entry.fields, str(exc), entry.deliveries
                 )
+                self._release((entry.topic, entry.id))
                 continue
             if self.meta:
                 payload = Record(entry.topic, payload, entry.id, entry.deliveries)
@@ -488,11 +511,9 @@ class from_redis(SupervisedSource):
                 await self._emit_one(entry, payload)
 
     async def _emit_one(self, entry: _Entry, payload: Any) -> None:
-        key = (entry.topic, entry.id)
-        self._inflight[key] = entry
-        self._inflight_entries += len(entry.ids) or 1
-        # The source's own reference is held until the graph's async work on the element is
-        # done, because streamz 0.6.6's async sinks and rate_limit hold none while they work.
+        self._inflight[(entry.topic, entry.id)] = entry
+        # The source's own reference, held until the graph's async work on the element is done
+        # (the futures of this emit); mdflow.nodes.exact holds every other element's.
         ref = _Ref(initial=1, cb=partial(self._finished, entry), loop=self.loop)
         fail = partial(self._fail, entry)
 
@@ -529,8 +550,6 @@ class from_redis(SupervisedSource):
         key = (entry.topic, entry.id)
         if self._inflight.get(key) is entry:
             del self._inflight[key]
-            self._inflight_entries -= len(entry.ids) or 1
-        self._capacity.set()
         members = (
             [entry]
             if not entry.ids
@@ -539,9 +558,11 @@ class from_redis(SupervisedSource):
                 for (t, i), fields in zip(entry.ids, entry.batch_fields, strict=True)
             ]
         )
+        cap = max(_RETRY_CAP, self.retry_delay)
         for member in members:
-            member.retry_at = time.monotonic() + min(_RETRY_CAP, _RETRY_BASE * 2**member.deliveries)
-            self._retry[(member.topic, member.id)] = member
+            delay = min(cap, self.retry_delay * 2 ** (member.deliveries - 1))
+            member.retry_at = time.monotonic() + delay
+            self._retry[(member.topic, member.id)] = member  # still held: it keeps its slot
 
     def _finished(self, entry: _Entry) -> None:
         """RefCounter callback: every branch is done with the entry. Idempotent.
@@ -553,22 +574,52 @@ class from_redis(SupervisedSource):
         if self._inflight.get(key) is not entry:
             return
         del self._inflight[key]
-        self._inflight_entries -= len(entry.ids) or 1
         if entry.failed:
             return
         for topic, entry_id in entry.ids or [key]:
-            self._acker.ack(topic, entry_id)
+            acked = self._acker.ack(topic, entry_id)
+            acked.add_done_callback(partial(self._acked, (topic, entry_id)))
+
+    def _acked(self, key: tuple[str, str], _: asyncio.Future[Any]) -> None:
+        """The XACK is done (or failed for good, logged by the Acker): the slot is free."""
+        if key not in self._retry:
+            self._release(key)
+
+    def _release(self, key: tuple[str, str]) -> None:
+        """The outlet no longer owns the entry: it was acked, dead-lettered or trimmed."""
+        self._held.pop(key, None)
         self._capacity.set()
 
     # --- status ----------------------------------------------------------------------------
-    async def _metrics_loop(self) -> None:
-        """Refresh pending/lag every second, independently of a read loop that may be busy."""
+    async def _housekeeping_loop(self) -> None:
+        """Independently of a read loop that may be paused or busy: keep held entries fresh
+        (every ``claim_idle / 3`` s at most, so no live consumer claims them) and refresh
+        pending/lag (every second)."""
+        tick = min(_METRICS_EVERY, self.claim_idle / 3)
+        next_metrics = 0.0
         while not self.stopped:
             try:
-                await self._refresh_metrics()
-            except Exception as exc:  # noqa: BLE001 - metrics are best effort; the reader reports
-                logger.debug("%s: could not refresh metrics: %s", node_name(self), exc)
-            await asyncio.sleep(_METRICS_EVERY)
+                await self._keep_held_fresh()
+                if time.monotonic() >= next_metrics:
+                    next_metrics = time.monotonic() + _METRICS_EVERY
+                    await self._refresh_metrics()
+            except Exception as exc:  # noqa: BLE001 - best effort; the reader reports Redis errors
+                logger.debug("%s: housekeeping failed: %s", node_name(self), exc)
+            await asyncio.sleep(tick)
+
+    async def _keep_held_fresh(self) -> None:
+        now = time.monotonic()
+        stale = now - self.claim_idle / 3
+        by_topic: dict[str, list[str]] = {}
+        for (topic, entry_id), touched in list(self._held.items()):
+            if touched <= stale:
+                by_topic.setdefault(topic, []).append(entry_id)
+        conn = client(self._url)
+        for topic, ids in by_topic.items():
+            await keep_fresh(conn, topic, self.group, self.consumer, ids)
+            for entry_id in ids:
+                if (topic, entry_id) in self._held:
+                    self._held[(topic, entry_id)] = now
 
     async def _refresh_metrics(self) -> None:
         conn = client(self._url)
@@ -591,12 +642,15 @@ class from_redis(SupervisedSource):
 
     def status(self) -> dict[str, Any]:
         """State; counts read/emitted/acked/dead_lettered/failed/claimed/errors/reconnects;
-        ``inflight``, group ``pending`` and ``lag`` (refreshed every second), ``last_id``."""
+        ``inflight`` (entries in the graph), ``held`` (all this outlet has not acked yet:
+        in the graph, waiting for a retry or an XACK), ``retrying``, group ``pending`` and
+        ``lag`` (refreshed every second), ``last_id``."""
         return self._status.as_dict(
             topics=list(self.topics),
             group=self.group,
             consumer=self.consumer,
-            inflight=self._inflight_entries,
+            inflight=sum(len(e.ids) or 1 for e in self._inflight.values()),
+            held=len(self._held),
             retrying=len(self._retry),
             **self._metrics,
         )
