@@ -49,6 +49,7 @@ class Node:
     holds: int = 0  # entries the node keeps (un-acked) at rest, by design
     poison: tuple = (0, 1)  # the (source, i) of the entry every terminal refuses
     source_kwargs: dict = field(default_factory=dict)
+    dask: bool = False  # needs a dask.distributed client
     # what must reach the terminal when a new graph replays the entries a crashed one held
     restart: Callable[[set], set] | None = None
 
@@ -106,6 +107,7 @@ NODES: dict[str, Node] = {
     "combine_latest": Node(
         lambda a, b: a.combine_latest(b), sources=2, reach=_last, holds=2, poison=(0, N - 1)
     ),
+    "scatter_gather": Node(lambda a: a.scatter().map(lambda x: x).gather(), dask=True),
     "zip_latest": Node(
         lambda a, b: a.zip_latest(b),
         sources=2,
@@ -373,8 +375,21 @@ def out_server():
     server.cleanup()
 
 
+@pytest.fixture(scope="module")
+def dask_client():
+    """An in-process dask.distributed cluster (threads), for scatter/gather."""
+    distributed = pytest.importorskip("distributed")
+    import streamz.dask  # noqa: F401 - registers scatter/gather on Stream
+
+    client = distributed.Client(processes=False, dashboard_address=None)
+    yield client
+    client.close()
+
+
 @pytest.mark.parametrize("name", sorted(NODES))
-def test_exact_acknowledgement(name, redis_url, out_server):
+def test_exact_acknowledgement(name, redis_url, out_server, request):
+    if NODES[name].dask:
+        request.getfixturevalue("dask_client")
     cases = [
         Case(name, terminal, mode, redis_url, out_server.url)
         for terminal in TERMINALS
