@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import redis.asyncio
 from redis.typing import StreamIdT
 
-from ..errors import describe
+from .replies import claimed_entries, text
+from .replies import count as int_reply
 
 __all__ = ["Claimed", "claim_abandoned", "keep_fresh"]
 
@@ -70,29 +71,21 @@ async def claim_abandoned(
             topic, group, min=start, max="+", count=max(count, 100), idle=min_idle_ms
         )
         for row in rows:
-            entry_id = _text(row["message_id"])
-            owner = _text(row["consumer"])
+            entry_id = text(row["message_id"])
+            owner = text(row["consumer"])
             if owner != consumer and entry_id not in skipped:
-                candidates[entry_id] = (owner, int(row["times_delivered"]))
+                candidates[entry_id] = (owner, int_reply(row["times_delivered"]))
         if len(rows) < max(count, 100) or len(candidates) >= count:
             break
-        start = "(" + _text(rows[-1]["message_id"])
+        start = "(" + text(rows[-1]["message_id"])
     if not candidates:
         return []
     ids = list[StreamIdT](candidates)[:count]
     reply = await conn.xclaim(topic, group, consumer, min_idle_ms, ids)
     claimed = []
-    for entry in reply:
-        if isinstance(entry, (bytes, str)):
-            msg = f"XCLAIM: expected (id, fields) entries, got {describe(entry)}"
-            raise TypeError(msg)
-        raw_id, fields = entry
-        if raw_id is None or fields is None:  # deleted since (Redis < 7 answers nil fields)
-            continue
-        entry_id = _text(raw_id)
+    for entry_id, fields in claimed_entries(reply):
         owner, delivered = candidates[entry_id]
-        raw = {_bytes(k): _bytes(v) for k, v in fields.items()}
-        claimed.append(Claimed(entry_id, raw, delivered + 1, owner))
+        claimed.append(Claimed(entry_id, fields, delivered + 1, owner))
     return claimed
 
 
@@ -103,18 +96,3 @@ async def keep_fresh(
     for start in range(0, len(ids), _FRESH_CHUNK):
         chunk: list[StreamIdT] = list(ids[start : start + _FRESH_CHUNK])
         await conn.xclaim(topic, group, consumer, 0, chunk, justid=True)
-
-
-def _bytes(value: object) -> bytes:
-    """A field name or value of a RESP2 reply (the shared client does not decode)."""
-    if isinstance(value, bytes):
-        return value
-    raise TypeError(f"expected bytes from Redis (decode_responses=False), got {describe(value)}")
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, str):
-        return value
-    raise TypeError(f"expected bytes from Redis, got {describe(value)}")

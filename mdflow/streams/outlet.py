@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import redis
 import redis.asyncio
-from redis.typing import KeyT, StreamIdT, XClaimResponse, XReadGroupResponse
+from redis.typing import KeyT, StreamIdT
 from streamz import RefCounter, Stream
 
 from ..checks import check_flag, check_positive, check_stream_id, check_text, check_topic
@@ -36,6 +36,7 @@ from ..reservoir import redis_url as resolve_url
 from .acks import Acker
 from .claims import claim_abandoned, keep_fresh
 from .deadletter import DeadLetters
+from .replies import Fields, claimed_entries, count, read_reply, text
 
 __all__ = ["default_consumer_name", "from_redis"]
 
@@ -65,63 +66,17 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}:{program}"
 
 
-# --- replies -----------------------------------------------------------------------------------
-# The shared client speaks RESP2 with decode_responses=False, so Redis replies are bytes; the
-# hints of redis-py are unions over RESP3 and decoded replies. These name the real shapes.
-
-#: The fields of one stream entry (``{}`` for a pending entry deleted since it was delivered).
-_Fields = dict[bytes, bytes]
-#: One entry of an XREADGROUP reply: (id, fields).
-_RawEntry = tuple[bytes, _Fields]
-
-
-def _read_reply(reply: XReadGroupResponse) -> list[tuple[str, list[_RawEntry]]]:
-    """XREADGROUP's ``[[stream, [(id, fields), ...]], ...]``, stream names decoded."""
-    if not isinstance(reply, list):  # the dict shapes in redis-py's hint are RESP3's
-        msg = f"XREADGROUP: expected a RESP2 reply (a list), got {describe(reply)}"
-        raise TypeError(msg)
-    return [(stream.decode(), entries) for stream, entries in reply]
-
-
-def _present_ids(reply: XClaimResponse) -> set[str]:
-    """The ids of the entries XCLAIM returned with their fields: those not deleted since."""
-    present = set()
-    for entry in reply:
-        if isinstance(entry, (bytes, str)):  # the JUSTID shape, which is never asked for here
-            msg = f"XCLAIM: expected (id, fields) entries, got {describe(entry)}"
-            raise TypeError(msg)
-        entry_id, fields = entry
-        if entry_id is not None and fields is not None:
-            present.add(_text(entry_id))
-    return present
-
-
-def _text(value: object) -> str:
-    """A bytes reply (an entry id) as str."""
-    if not isinstance(value, bytes):
-        msg = f"expected bytes from Redis (decode_responses=False), got {describe(value)}"
-        raise TypeError(msg)
-    return value.decode()
-
-
-def _count(value: object) -> int:
-    """An integer reply."""
-    if not isinstance(value, int):
-        raise TypeError(f"expected an integer from Redis, got {describe(value)}")
-    return value
-
-
 @dataclass
 class _Entry:
     topic: str
     id: str
-    fields: _Fields
+    fields: Fields
     deliveries: int
     failed: bool = False
     retry_at: float = 0.0
     # batch mode: every (topic, id) in the batch, and their fields, in the same order
     ids: list[tuple[str, str]] = field(default_factory=list)
-    batch_fields: list[_Fields] = field(default_factory=list)
+    batch_fields: list[Fields] = field(default_factory=list)
 
 
 @Stream.register_api(staticmethod)
@@ -355,7 +310,7 @@ class from_redis(SupervisedSource):
         conn = client(self._url)
         topics = [t for t in self.topics if t not in self._history_done]
         streams: dict[KeyT, StreamIdT] = {t: self._history_from[t] for t in topics}
-        reply = _read_reply(
+        reply = read_reply(
             await conn.xreadgroup(self.group, self.consumer, streams, count=self._room())
         )
         entries = []
@@ -390,7 +345,7 @@ class from_redis(SupervisedSource):
             self.group, self.consumer, streams, count=self._room(), block=int(self.block * 1000)
         )
         entries = [
-            _Entry(t, i.decode(), f or {}, 1) for t, items in _read_reply(reply) for i, f in items
+            _Entry(t, i.decode(), f or {}, 1) for t, items in read_reply(reply) for i, f in items
         ]
         await self._process(entries)
 
@@ -406,7 +361,7 @@ class from_redis(SupervisedSource):
             count=len(ids) + 1000,
             consumername=self.consumer,
         )
-        return {_text(r["message_id"]): _count(r["times_delivered"]) for r in rows}
+        return {text(r["message_id"]): count(r["times_delivered"]) for r in rows}
 
     async def _claim_abandoned(self) -> None:
         """Claim entries another consumer left idle longer than ``claim_idle`` (see claims)."""
@@ -447,7 +402,7 @@ class from_redis(SupervisedSource):
             claimed = await conn.xclaim(
                 topic, self.group, self.consumer, 0, [e.id for e in entries]
             )
-            present = _present_ids(claimed)
+            present = {entry_id for entry_id, _ in claimed_entries(claimed)}
             again = []
             for entry in entries:
                 if entry.id in present:
