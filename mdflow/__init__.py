@@ -11,7 +11,7 @@ The package is laid out along the water model, one room (subpackage) per
 part, imports pointing downwards only::
 
     cli/         the ``mdflow`` command (top: may import every room)
-    pictures/    pictures of topologies
+    pictures/    pictures of topologies, live status, the system view, dashboards
     streams/     pumps and outlets: engine, from_redis (acks, dead letters), to_redis
     pubsub/      from_pubsub, to_pubsub/to_cache, scanner/scan
     collectors/  outside feeds brought in and kept alive
@@ -47,6 +47,16 @@ from .errors import (
     ValidationError,
 )
 from .marketdata import OHLCV, DataType, MarketDataPoint
+from .pictures import (
+    RenderUnavailable,
+    SystemView,
+    dashboard,
+    inspect,
+    serve_dashboard,
+    to_dot,
+    to_mermaid,
+    visualize,
+)
 from .pubsub import from_pubsub, scan, scanner, to_cache, to_pubsub
 from .record import Record
 from .reservoir import Backoff, client, db, mask_url, redis_url
@@ -75,23 +85,31 @@ __all__ = [
     "PollingCollector",
     "Record",
     "RedisUnavailable",
+    "RenderUnavailable",
     "SimulatedExchange",
     "SimulatedExchangeCollector",
+    "SystemView",
     "ValidationError",
     "WebSocketCollector",
     "__version__",
     "client",
     "codecs",
     "collector",
+    "dashboard",
     "db",
     "engine",
     "from_pubsub",
     "from_redis",
+    "inspect",
     "mask_url",
     "redis_url",
     "scan",
     "scanner",
+    "serve_dashboard",
     "to_cache",
+    "to_dot",
+    "to_mermaid",
     "to_pubsub",
     "to_redis",
+    "visualize",
 ]

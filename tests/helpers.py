@@ -43,3 +43,27 @@ async def async_wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+def path_without(*programs: str, shim_root: str | None = None) -> str:
+    """``$PATH`` on which ``programs`` (e.g. Graphviz's ``dot``) cannot be found.
+
+    A directory that holds one of them is replaced by a shim directory of
+    symlinks to everything else it holds, so other tools there stay usable.
+    """
+    import os
+    import tempfile
+
+    out = []
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not d:
+            continue
+        if not any(os.access(os.path.join(d, p), os.X_OK) for p in programs):
+            out.append(d)
+            continue
+        shim = tempfile.mkdtemp(prefix="path-shim-", dir=shim_root)
+        for name in os.listdir(d):
+            if name not in programs:
+                os.symlink(os.path.join(d, name), os.path.join(shim, name))
+        out.append(shim)
+    return os.pathsep.join(out)

@@ -130,9 +130,9 @@ RANKS = {
     "streams": 4,
     "pubsub": 4,
     "collectors": 4,
-    "": 5,  # the package itself: re-exports the public API
     "pictures": 5,
-    "cli": 6,
+    "": 6,  # the package itself: re-exports the public API (pictures included)
+    "cli": 7,
 }
 
 

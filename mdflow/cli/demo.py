@@ -24,7 +24,7 @@ from streamz import Stream
 
 from ..collectors import SimulatedExchange
 from ..marketdata import OHLCV
-from ..pictures import write_picture
+from ..pictures import RenderUnavailable, visualize
 from ..reservoir import client, mask_url, wait_available
 from ..reservoir import redis_url as resolve_url
 
@@ -207,9 +207,11 @@ async def _demo(
         "picture": None,
     }
     if picture:
-        summary["picture"] = write_picture(
-            [quotes, ticks, feed, quote_outlet, tick_outlet, market_outlet], picture
-        )
+        nodes = [quotes, ticks, feed, quote_outlet, tick_outlet, market_outlet]
+        try:
+            summary["picture"] = visualize(nodes, picture, status=True).filename
+        except RenderUnavailable as exc:
+            summary["picture"] = f"not written: {exc}"
     return summary
 
 

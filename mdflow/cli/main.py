@@ -18,16 +18,17 @@ from ..errors import MdflowError
 __all__ = ["main"]
 
 
-def _check_graphviz() -> tuple[bool, str]:
-    import graphviz
+def _check_rendering() -> tuple[bool, str]:
+    """Render a tiny graph to SVG and PNG with whatever is there; say which renderer served."""
+    from ..pictures.render import RenderUnavailable, available_formats, render
 
+    served = available_formats()
     try:
-        graphviz.Digraph().pipe(format="svg")
-    except graphviz.ExecutableNotFound:
-        return False, "the Graphviz 'dot' program is not installed (apt-get install graphviz)"
-    except Exception as exc:  # noqa: BLE001 - any failure means "cannot render"; say why
-        return False, f"rendering failed: {exc}"
-    return True, "ok"
+        for fmt in ("svg", "png"):
+            render("digraph { a -> b }", fmt)
+    except RenderUnavailable as exc:
+        return False, str(exc)
+    return True, f"ok (svg: {served.get('svg')}, png: {served.get('png')})"
 
 
 def doctor(redis_url: str | None = None, out: TextIO = sys.stdout) -> int:
@@ -59,8 +60,8 @@ def doctor(redis_url: str | None = None, out: TextIO = sys.stdout) -> int:
         print(f"streams/groups:   NOT SUPPORTED - {exc} (mdflow needs Redis >= 5)", file=out)
     finally:
         database.delete(key)
-    rendering, why = _check_graphviz()
-    print(f"graphviz render:  {'ok' if rendering else 'unavailable - ' + why}", file=out)
+    rendering, why = _check_rendering()
+    print(f"pictures render:  {why if rendering else 'unavailable - ' + why}", file=out)
     return 0 if ok else 1
 
 
@@ -69,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mdflow {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command")
-    doc = sub.add_parser("doctor", help="check the Redis connection and graphviz")
+    doc = sub.add_parser("doctor", help="check the Redis connection and the picture renderers")
     doc.add_argument(
         "--redis-url",
         default=None,

@@ -31,6 +31,7 @@ from websockets.exceptions import WebSocketException
 from ..checks import check_flag, check_node_keywords, check_seconds
 from ..errors import ConfigError, describe
 from ..nodes import node_name, on_current_loop
+from ..nodes.lifecycle import source_started
 from ..reservoir import CONNECTION_ERRORS, mask_text
 from .collector import (
     Collector,
@@ -234,6 +235,7 @@ class collector(Source):
         self._should_run = True
         self._generation += 1
         self._state = CollectorState.STARTING
+        source_started(self)
         self.loop.add_callback(self._launch, self._generation)
 
     def stop(self) -> None:

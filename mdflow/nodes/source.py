@@ -26,6 +26,7 @@ from streamz.sources import Source
 from ..checks import check_node_keywords
 from ..reservoir import CONNECTION_ERRORS, Backoff, mask_text
 from .emit import first_error, on_current_loop
+from .lifecycle import source_started
 from .status import NodeStatus, node_name
 
 __all__ = ["SupervisedSource"]
@@ -67,6 +68,7 @@ class SupervisedSource(Source):
         self.started = True
         self._generation += 1
         self._status.state = "starting"
+        source_started(self)
         self.loop.add_callback(self.run)
 
     def stop(self) -> None:
@@ -167,6 +169,7 @@ class SupervisedSource(Source):
                 finished(None)
             return
         self._waiting_on_graph = True
+        began = time.monotonic()
         try:
             await asyncio.wait(futures)
         except asyncio.CancelledError:
@@ -176,6 +179,7 @@ class SupervisedSource(Source):
             raise
         finally:
             self._waiting_on_graph = False
+            self._status.waited += time.monotonic() - began
         error = first_error(futures)
         if finished is not None:
             finished(error)

@@ -45,6 +45,7 @@ class NodeStatus:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.started_at: float | None = None
+        self.waited = 0.0  # seconds a source spent waiting on its graph (back-pressure)
 
     def incr(self, counter: str, n: int = 1) -> None:
         self.counts[counter] = self.counts.get(counter, 0) + n
@@ -61,5 +62,6 @@ class NodeStatus:
         out["uptime"] = (time.time() - self.started_at) if self.started_at else 0.0
         out["last_error"] = self.last_error
         out["last_error_at"] = self.last_error_at
+        out["waited"] = round(self.waited, 6)
         out.update(extra)
         return out

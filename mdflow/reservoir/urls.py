@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 SCHEMES = ("redis", "rediss", "unix")
 _MASK = "***"
 # scheme://[user][:password]@  -- anything between ':' and '@' in the userinfo is a secret
-_USERINFO = re.compile(r"(?P<head>\b(?:rediss?|unix)://[^:@/\s]*:)(?P<secret>[^@\s]*)(?P<tail>@)")
+_USERINFO = re.compile(r"(?P<head>\b(?:rediss?|unix)://[^:@/\s]*:)(?P<secret>[^@/\s]*)(?P<tail>@)")
 _QUERY_SECRET = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&\s]*)", re.IGNORECASE)
 
 _embedded: RedisServer | None = None

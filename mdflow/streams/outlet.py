@@ -213,7 +213,12 @@ class from_redis(SupervisedSource):
         self._history_from: dict[str, str] = {}
         self._next_claim = 0.0
         self._metrics_task: asyncio.Future[None] | None = None
-        self._metrics: dict[str, Any] = {"pending": None, "lag": None, "last_id": None}
+        self._metrics: dict[str, Any] = {
+            "pending": None,
+            "lag": None,
+            "last_id": None,
+            "by_topic": {},
+        }
         super().__init__(start=False, **kwargs)
         self._acker = Acker(self._url, self.group, node_name(self), self._status)
         self._dead = DeadLetters(self._url, self.group, self.consumer, dead_letter, self._status)
@@ -290,6 +295,8 @@ class from_redis(SupervisedSource):
             )
         except asyncio.TimeoutError:
             pass
+        finally:
+            self._status.waited += time.monotonic() - now
         paused = time.monotonic() - self._paused_since
         if paused >= _STALL_WARNING and now - self._paused_since < _STALL_WARNING:
             logger.warning(
@@ -578,32 +585,34 @@ class from_redis(SupervisedSource):
 
     async def _refresh_metrics(self) -> None:
         conn = client(self._url)
-        pending = 0
-        lag: int | None = 0
+        by_topic: dict[str, dict[str, int]] = {}
         for topic in self.topics:
             groups = await conn.xinfo_groups(topic)
             info = next((g for g in groups if g["name"].decode() == self.group), None)
             if info is None:
                 continue
-            pending += int(info.get("pending", 0))
-            if info.get("lag") is not None and lag is not None:
-                lag += int(info["lag"])
-            elif lag is not None:  # Redis < 7 reports no lag: count what is after last-delivered
+            if info.get("lag") is not None:
+                lag = int(info["lag"])
+            else:  # Redis < 7 reports no lag: count what is after last-delivered
                 last = info["last-delivered-id"].decode()
                 after = await conn.xrange(topic, min="(" + last, count=10_000)
-                lag += len(after or ())  # XRANGE answers [] for nothing; None is in the hint only
-        self._metrics["pending"] = pending
-        self._metrics["lag"] = lag
+                lag = len(after or ())  # XRANGE answers [] for nothing; None is in the hint only
+            by_topic[topic] = {"pending": int(info.get("pending", 0)), "lag": lag}
+        self._metrics["pending"] = sum(t["pending"] for t in by_topic.values())
+        self._metrics["lag"] = sum(t["lag"] for t in by_topic.values())
+        self._metrics["by_topic"] = by_topic
 
     def status(self) -> dict[str, Any]:
         """State; counts read/emitted/acked/dead_lettered/failed/claimed/errors/reconnects;
         ``inflight`` (entries in the graph), ``held`` (all this outlet has not acked yet:
         in the graph, waiting for a retry or an XACK), ``retrying``, group ``pending`` and
-        ``lag`` (refreshed every second), ``last_id``."""
+        ``lag`` (refreshed every second; also ``by_topic``), ``last_id``, ``max_inflight``
+        and ``waited`` (seconds spent waiting on the graph)."""
         return self._status.as_dict(
             topics=list(self.topics),
             group=self.group,
             consumer=self.consumer,
+            max_inflight=self.max_inflight,
             inflight=sum(len(e.ids) or 1 for e in self._inflight.values()),
             held=len(self._held),
             retrying=len(self._retry),

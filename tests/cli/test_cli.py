@@ -34,7 +34,7 @@ def test_doctor_reports_masked_url_and_support(redis_url, isolated_env):
     assert f"redis url:        {redis_url}" in ok.stdout
     assert "streams:          supported" in ok.stdout
     assert "consumer groups:  supported" in ok.stdout
-    assert "graphviz render:" in ok.stdout
+    assert "pictures render:  ok (svg: " in ok.stdout
 
 
 def test_doctor_unavailable_exit_code():
