@@ -12,17 +12,22 @@ import pytest
 BENCH = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_streams.py"
 
 
-@pytest.mark.slow
-def test_bench_streams_quick_prints_json(isolated_env):
+def run_bench(script: str, *args: str, env: dict) -> dict:
+    """Run one benchmark; return the figures of its last (JSON) line."""
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "-n", "1000"],
-        env=isolated_env,
+        [sys.executable, str(BENCH.with_name(script)), *args],
+        env=env,
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_bench_streams_quick_prints_json(isolated_env):
+    figures = run_bench("bench_streams.py", "--quick", "-n", "1000", env=isolated_env)
     assert figures["bench"] == "streams"
     for key in (
         "raw_consume_per_s",
@@ -36,3 +41,16 @@ def test_bench_streams_quick_prints_json(isolated_env):
         "consume_mdflow_vs_raw",
     ):
         assert figures[key] > 0
+
+
+@pytest.mark.slow
+def test_bench_status_quick_publishes_and_prints_json(isolated_env):
+    figures = run_bench("bench_status.py", "--quick", env=isolated_env)
+    assert figures["bench"] == "status"
+    for key in ("n", "rounds", "off_per_s", "on_per_s", "ratio", "tick_us"):
+        assert figures[key] > 0
+    assert len(figures["round_ratios"]) == figures["rounds"]
+    assert figures["goal_ratio"] == 0.97
+    assert isinstance(figures["goal_met"], bool)
+    assert figures["publications"] > 0  # publishing really was on in the on runs
+    assert figures["off_publications"] == 0  # and off in the off runs

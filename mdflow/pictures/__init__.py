@@ -9,7 +9,7 @@
 * :mod:`.display` — inline SVG of any node in Jupyter.
 * :mod:`.publish` — every running graph publishes its topology and status to Redis.
 * :mod:`.inspect` — :func:`inspect`, the system view: every stream, group and live graph.
-* :mod:`.web`, :mod:`.dashboard` — live dashboards in the browser and in Jupyter.
+* :mod:`.web` (:mod:`.web_routes`), :mod:`.dashboard` — live dashboards: browser and Jupyter.
 
 It may import any room below it (nodes, streams, pubsub, collectors read-only);
 the package itself re-exports its public names, and the command line uses it.

@@ -76,7 +76,8 @@ def snapshot_provider(
 ) -> Callable[[], Awaitable[dict[str, Any]]]:
     """An async function returning the dashboard snapshot of ``node`` (or of the system).
 
-    Redis is read in an executor thread; a node's status on the node's loop.
+    Redis is read and the picture rendered in an executor thread; a node's status is
+    read on the node's loop.
 
     Examples
     --------
@@ -94,7 +95,8 @@ def snapshot_provider(
         if node is not None:
             own = await _on_loop_of(node, lambda: topology(node, status=True, sampler=sampler))
         view, error = await seen
-        return _compose(view, own, url, error)
+        # Rendering the picture takes milliseconds (a second the first time): not on the loop.
+        return await loop.run_in_executor(None, _compose, view, own, url, error)
 
     return provide
 

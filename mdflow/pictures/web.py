@@ -59,11 +59,9 @@ On a running asyncio loop (``start`` must be called on that loop):
 from __future__ import annotations
 
 import asyncio
-import collections
 import html
 import importlib.resources
 import ipaddress
-import json
 import logging
 import math
 import threading
@@ -74,7 +72,8 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-from tornado.iostream import StreamClosedError
+
+from .web_routes import STATIC, Client, routes, to_json
 
 __all__ = ["DashboardServer", "Provider", "serve_in_thread"]
 
@@ -85,17 +84,6 @@ Provider = Callable[[], Awaitable[dict[str, Any]]]
 
 # Only this page's own files: scripts from 'self'; styles may be inline because the
 # topology SVG (inserted as markup) may carry style attributes or a <style> element.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-
-_STATIC = {
-    "dashboard.html": "text/html; charset=utf-8",
-    "dashboard.js": "text/javascript; charset=utf-8",
-    "dashboard.css": "text/css; charset=utf-8",
-}
 _LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
 _MAX_ERROR_TEXT = 300
 _MAX_LOGGED_MESSAGES = 256
@@ -115,46 +103,7 @@ def _is_loopback(host: str) -> bool:
 def _read_static() -> dict[str, bytes]:
     """The page's files, read from the package (they are package data)."""
     folder = importlib.resources.files("mdflow.pictures") / "static"
-    return {name: (folder / name).read_bytes() for name in _STATIC}
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None (JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _to_json(snapshot: dict[str, Any]) -> str:
-    """One line of JSON (``json.dumps`` escapes newlines inside strings)."""
-    try:
-        return json.dumps(snapshot, allow_nan=False, ensure_ascii=False)
-    except ValueError:
-        return json.dumps(_finite(snapshot), allow_nan=False, ensure_ascii=False)
-
-
-class _Client:
-    """One connected page: a bounded queue of JSON texts; the oldest go first when full."""
-
-    def __init__(self, maxlen: int) -> None:
-        self.queue: collections.deque[str] = collections.deque(maxlen=maxlen)
-        self.event = asyncio.Event()
-        self.closed = False
-        self.dropped = 0
-
-    def push(self, data: str) -> None:
-        if len(self.queue) == self.queue.maxlen:
-            self.dropped += 1
-        self.queue.append(data)
-        self.event.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self.event.set()
+    return {name: (folder / name).read_bytes() for name in STATIC}
 
 
 class DashboardServer:
@@ -246,7 +195,7 @@ class DashboardServer:
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: tornado.httpserver.HTTPServer | None = None
-        self._clients: set[_Client] = set()
+        self._clients: set[Client] = set()
         self._wake: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._poll_task: asyncio.Task[None] | None = None
@@ -326,12 +275,7 @@ class DashboardServer:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         app = tornado.web.Application(
-            [
-                (r"/", _PageHandler, {"server": self}),
-                (r"/snapshot\.json", _SnapshotHandler, {"server": self}),
-                (r"/events", _EventsHandler, {"server": self}),
-                (r"/static/(dashboard\.js|dashboard\.css)", _StaticHandler, {"server": self}),
-            ],
+            routes(self),
             log_function=self._log_request,
             compress_response=False,  # compression would buffer the event stream
         )
@@ -451,13 +395,13 @@ class DashboardServer:
                 raise TypeError(f"snapshot provider returned {type(result).__name__}, not a dict")
             snapshot = dict(result)
             snapshot.setdefault("time", time.time())
-            data = _to_json(snapshot)
+            data = to_json(snapshot)
             self._last_good = snapshot
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the provider's failure is shown, not fatal
             snapshot = self._failure_snapshot(exc)
-            data = _to_json(snapshot)
+            data = to_json(snapshot)
         self._latest, self._latest_json = snapshot, data
         for client in list(self._clients):
             client.push(data)
@@ -491,14 +435,14 @@ class DashboardServer:
 
     # -- clients ------------------------------------------------------------------------
 
-    def _connect(self) -> _Client:
-        client = _Client(self.max_queue)
+    def _connect(self) -> Client:
+        client = Client(self.max_queue)
         self._clients.add(client)
         if self._wake is not None:
             self._wake.set()
         return client
 
-    def _disconnect(self, client: _Client) -> None:
+    def _disconnect(self, client: Client) -> None:
         self._clients.discard(client)
         if client.dropped:
             logger.debug("a slow page missed %d snapshot(s)", client.dropped)
@@ -564,85 +508,6 @@ class DashboardServer:
             handler.request.uri,
             1000.0 * handler.request.request_time(),
         )
-
-
-class _Handler(tornado.web.RequestHandler):
-    server: DashboardServer
-
-    def initialize(self, server: DashboardServer) -> None:
-        self.server = server
-
-    def set_default_headers(self) -> None:
-        self.clear_header("Server")
-        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("Referrer-Policy", "no-referrer")
-        self.set_header("Cross-Origin-Resource-Policy", "same-origin")
-        self.set_header("Cache-Control", "no-cache")
-
-    def prepare(self) -> None:
-        if not self.server._check_host(self):
-            raise tornado.web.HTTPError(403, reason="Host not allowed")
-
-
-class _PageHandler(_Handler):
-    def get(self) -> None:
-        self.set_header("Content-Type", _STATIC["dashboard.html"])
-        self.finish(self.server._page)
-
-
-class _StaticHandler(_Handler):
-    def get(self, name: str) -> None:
-        self.set_header("Content-Type", _STATIC[name])
-        self.finish(self.server._files[name])
-
-
-class _SnapshotHandler(_Handler):
-    async def get(self) -> None:
-        data = await self.server._fresh_json()
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(data)
-
-
-class _EventsHandler(_Handler):
-    """Server-Sent Events: the latest snapshot at once, then every new one."""
-
-    client: _Client | None = None
-
-    async def get(self) -> None:
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Accel-Buffering", "no")
-        server = self.server
-        client = self.client = server._connect()
-        try:
-            self.write(f"retry: {max(1000, int(server.interval * 2000))}\n\n")
-            if server._latest_json is not None:
-                self.write(f"data: {server._latest_json}\n\n")
-            await self.flush()
-            while not client.closed:
-                try:
-                    await asyncio.wait_for(client.event.wait(), server.ping_interval)
-                except asyncio.TimeoutError:
-                    self.write(": ping\n\n")
-                    await self.flush()
-                    continue
-                client.event.clear()
-                if client.closed:
-                    break
-                while client.queue:
-                    self.write(f"data: {client.queue.popleft()}\n\n")
-                await self.flush()
-        except StreamClosedError:
-            pass  # the page went away while we wrote: nothing to report
-        finally:
-            server._disconnect(client)
-
-    def on_connection_close(self) -> None:
-        if self.client is not None:
-            self.client.close()
 
 
 def serve_in_thread(provider: Provider, **kwargs: Any) -> DashboardServer:

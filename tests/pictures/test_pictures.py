@@ -193,3 +193,36 @@ def test_overlay_shows_what_status_reports(redis_url, prefix):
     assert "acked 300" in first["nodes"][node_id]["overlay"]["text"]  # no rate before a 2nd look
     assert stopped["nodes"][node_id]["overlay"]["health"] == "stopped"
     assert "health-stopped" in to_dot(stopped)
+
+
+def test_overlay_shows_back_pressure_of_a_source_waiting_on_a_slow_graph(redis_url, prefix):
+    """Flink's busy/back-pressure view: the share of each second a source waited on its graph."""
+    topic = f"{prefix}:slow"
+
+    async def slow(x):
+        await asyncio.sleep(0.02)
+        return x
+
+    async def body():
+        pump = Stream(asynchronous=True)
+        writer = pump.to_redis(topic, redis_url=redis_url)
+        for i in range(200):
+            await pump.emit({"i": i})
+        await writer.flush()
+        outlet = Stream.from_redis(
+            topic, group="g", start_id="0", max_inflight=1, redis_url=redis_url, asynchronous=True
+        )
+        outlet.map_async(slow).sink_to_list()
+        outlet.start()
+        await async_wait_for(lambda: outlet.status()["acked"] >= 5, 20)
+        topology(outlet, status=True)
+        await asyncio.sleep(0.5)
+        looked = topology(outlet, status=True)
+        await stop_and_wait(outlet)
+        return next(v for v in looked["nodes"].values() if v["kind"] == "outlet")
+
+    node = run(body)
+    assert node["status"]["waited"] > 0.3
+    assert node["overlay"]["waiting"] > 0.5  # most of each second spent waiting on the graph
+    assert "wait " in node["overlay"]["text"]
+    assert node["overlay"]["health"] == "lagging"

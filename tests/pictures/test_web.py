@@ -25,7 +25,7 @@ from helpers import wait_for
 from streamtools import run
 from tornado.httpclient import AsyncHTTPClient
 
-from mdflow.pictures import web
+from mdflow.pictures import web, web_routes
 from mdflow.pictures.web import DashboardServer, serve_in_thread
 
 SVG = (
@@ -268,7 +268,7 @@ def test_provider_failure_before_any_snapshot_and_bad_values(caplog):
 
 def test_slow_pages_get_a_bounded_queue():
     async def body():
-        client = web._Client(maxlen=3)
+        client = web_routes.Client(maxlen=3)
         for i in range(10):
             client.push(str(i))
         assert list(client.queue) == ["7", "8", "9"] and client.dropped == 7
