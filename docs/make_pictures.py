@@ -23,6 +23,7 @@ import time
 from streamz import Stream
 
 import mdflow
+from mdflow.pictures.web import HEADLESS_CHROMIUM_FLAGS
 
 HERE = pathlib.Path(__file__).parent
 
@@ -60,15 +61,7 @@ def screenshot(url: str, filename: pathlib.Path) -> None:
     options.binary_location = shutil.which("chromium") or "chromium"
     profile = tempfile.mkdtemp(prefix="mdflow-chromium-")
     for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
+        *HEADLESS_CHROMIUM_FLAGS,
         "--window-size=1500,1100",
         f"--user-data-dir={profile}",
     ):

@@ -75,11 +75,26 @@ import tornado.web
 
 from .web_routes import STATIC, Client, routes, to_json
 
-__all__ = ["DashboardServer", "Provider", "serve_in_thread"]
+__all__ = ["HEADLESS_CHROMIUM_FLAGS", "DashboardServer", "Provider", "serve_in_thread"]
 
 logger = logging.getLogger(__name__)
 
 Provider = Callable[[], Awaitable[dict[str, Any]]]
+
+#: Flags for photographing or testing the page in headless Chromium (add ``--window-size``
+#: and a fresh ``--user-data-dir``). Without the background-networking ones, Chromium on a
+#: closed network keeps trying to reach Google's hosts.
+HEADLESS_CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
 """An async function returning a snapshot dict; it must not block the event loop."""
 
 # Only this page's own files: scripts from 'self'; styles may be inline because the

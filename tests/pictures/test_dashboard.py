@@ -16,6 +16,7 @@ from test_web import _browser_or_skip, _png_size
 
 import mdflow
 from mdflow.pictures.dashboard import snapshot_provider
+from mdflow.pictures.web import HEADLESS_CHROMIUM_FLAGS
 
 
 def test_jupyter_dashboard_refreshes_while_the_pipeline_runs_on_the_same_loop(
@@ -78,15 +79,7 @@ def test_browser_dashboard_of_a_script_pipeline(redis_url, prefix, tmp_path, mon
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
+        *HEADLESS_CHROMIUM_FLAGS,
         "--window-size=1400,1000",
         f"--user-data-dir={tmp_path / 'profile'}",
     ):

@@ -26,7 +26,7 @@ from streamtools import run
 from tornado.httpclient import AsyncHTTPClient
 
 from mdflow.pictures import web, web_routes
-from mdflow.pictures.web import DashboardServer, serve_in_thread
+from mdflow.pictures.web import HEADLESS_CHROMIUM_FLAGS, DashboardServer, serve_in_thread
 
 SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="320" height="120" viewBox="0 0 320 120">'
@@ -394,15 +394,7 @@ def test_page_shows_live_numbers_in_a_headless_browser(tmp_path, monkeypatch, ca
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
+        *HEADLESS_CHROMIUM_FLAGS,
         "--window-size=1280,1000",
         f"--user-data-dir={tmp_path / 'profile'}",
     ):
