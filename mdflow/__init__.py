@@ -16,7 +16,7 @@ part, imports pointing downwards only::
     pubsub/      from_pubsub, to_pubsub/to_cache, scanner/scan
     collectors/  outside feeds brought in and kept alive
     analyzers/   what turns a message into findings; the shipped analyzers
-    nodes/       what every node shares: supervision, status, emits, batched writes
+    nodes/       what every node shares: supervision, status, emits, batched writes, run()
     codecs/      the wire format
     reservoir/   where Redis is and how to talk to it
     errors, checks, record, marketdata   the bottom: no other mdflow imports
@@ -43,10 +43,13 @@ from .errors import (
     DecodeError,
     EncodeError,
     MdflowError,
+    NodeFailed,
+    RedisAccessDenied,
     RedisUnavailable,
     ValidationError,
 )
 from .marketdata import OHLCV, DataType, MarketDataPoint
+from .nodes.runner import Runner, run
 from .pictures import (
     RenderUnavailable,
     SystemView,
@@ -60,7 +63,15 @@ from .pictures import (
 from .pubsub import from_pubsub, scan, scanner, to_cache, to_pubsub
 from .record import Record
 from .reservoir import Backoff, client, db, mask_url, redis_url
-from .streams import engine, from_redis, to_redis
+from .streams import (
+    DeadLetter,
+    engine,
+    from_redis,
+    list_dead_letters,
+    purge_dead_letters,
+    replay_dead_letters,
+    to_redis,
+)
 
 try:
     __version__ = _metadata.version("mdflow")
@@ -78,14 +89,18 @@ __all__ = [
     "CollectorState",
     "ConfigError",
     "DataType",
+    "DeadLetter",
     "DecodeError",
     "EncodeError",
     "MarketDataPoint",
     "MdflowError",
+    "NodeFailed",
     "PollingCollector",
     "Record",
+    "RedisAccessDenied",
     "RedisUnavailable",
     "RenderUnavailable",
+    "Runner",
     "SimulatedExchange",
     "SimulatedExchangeCollector",
     "SystemView",
@@ -101,8 +116,12 @@ __all__ = [
     "from_pubsub",
     "from_redis",
     "inspect",
+    "list_dead_letters",
     "mask_url",
+    "purge_dead_letters",
     "redis_url",
+    "replay_dead_letters",
+    "run",
     "scan",
     "scanner",
     "serve_dashboard",

@@ -27,6 +27,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from streamz import Stream
@@ -54,6 +55,7 @@ T = TypeVar("T")
 
 #: A stream entry id as XGROUP CREATE / XREADGROUP take it: ``ms`` or ``ms-seq``.
 _ENTRY_ID = re.compile(r"[0-9]+(-[0-9]+)?")
+_MAX_SEQ = 2**64 - 1  # the largest sequence number of a stream id
 
 
 def _fail(where: str, param: str, expected: str, value: object, hint: str = "") -> ConfigError:
@@ -192,21 +194,43 @@ got <function <lambda> at 0x...> (function); it requires 1 argument(s): x
 
 
 def check_stream_id(value: Any, where: str, param: str) -> str:
-    """Where a new consumer group starts: ``"$"``, ``"0"`` or an entry id ``ms`` / ``ms-seq``.
+    """Where a new consumer group starts: ``"$"``, ``"0"``, an entry id, or a point in time.
+
+    A ``datetime`` (a naive one is local time) or an ISO-8601 string becomes the
+    id just before that millisecond, so the group delivers every entry written
+    at or after it.
 
     Examples
     --------
     >>> check_stream_id("1700000000000-0", "from_redis", "start_id")
     '1700000000000-0'
+    >>> from datetime import datetime, timezone
+    >>> check_stream_id(datetime(2026, 1, 2, tzinfo=timezone.utc), "from_redis", "start_id")
+    '1767311999999-18446744073709551615'
+    >>> check_stream_id("2026-01-02T00:00:00.001Z", "from_redis", "start_id")
+    '1767312000000-18446744073709551615'
     """
     if isinstance(value, str) and (value == "$" or _ENTRY_ID.fullmatch(value)):
         return value
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            moment = None
+    if isinstance(moment, datetime):
+        ms = round(moment.timestamp() * 1000)
+        if ms <= 0:
+            return "0"
+        # the last possible id of the millisecond before: entries at `ms` and later are new
+        return f"{ms - 1}-{_MAX_SEQ}"
     raise _fail(
         where,
         param,
-        "'$', '0' or an entry id",
+        "'$', '0', an entry id, a datetime or an ISO-8601 time",
         value,
-        " (an entry id is '<ms>' or '<ms>-<seq>', e.g. '1700000000000-0')",
+        " (an entry id is '<ms>' or '<ms>-<seq>', e.g. '1700000000000-0'; a time is e.g. "
+        "'2026-11-25T09:30:00+00:00')",
     )
 
 

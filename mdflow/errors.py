@@ -10,7 +10,10 @@ so that code which validates arguments the usual way keeps working::
     ├── DecodeError (+ ValueError)      bytes from Redis that cannot be decoded
     ├── EncodeError (+ TypeError)       an object the chosen codec cannot carry
     ├── RedisUnavailable (+ ConnectionError)
-    │                                   Redis could not be reached before the deadline
+    │   │                               Redis could not be reached before the deadline
+    │   └── RedisAccessDenied           Redis refused: wrong/missing password, ACL (NOPERM)
+    ├── NodeFailed (+ RuntimeError)     a node stopped for good on an error retrying cannot
+    │                                   fix (mdflow.run raises it; the node's state is "failed")
     └── FeedError (+ ConnectionError)   a collector's outside feed failed
         ├── DataSilence                 no data for max_silence seconds
         └── FeedClosed                  the feed ended or dropped the connection
@@ -26,6 +29,8 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "MdflowError",
+    "NodeFailed",
+    "RedisAccessDenied",
     "RedisUnavailable",
     "ValidationError",
 ]
@@ -111,3 +116,29 @@ class RedisUnavailable(MdflowError, ConnectionError):
 
     The message names the (password-masked) URL and what to check.
     """
+
+
+class RedisAccessDenied(RedisUnavailable):
+    """Redis answered but refused: a wrong or missing password, or an ACL denial (``NOPERM``).
+
+    Retrying cannot fix it, so nodes that meet it stop in the ``failed`` state
+    at once. The message names the (password-masked) URL and what to change.
+    """
+
+
+class NodeFailed(MdflowError, RuntimeError):
+    """One or more nodes stopped for good (state ``failed``).
+
+    Raised by :func:`mdflow.run` when a node meets an error retrying cannot fix
+    (authentication, ACL, an invalid ``start_id``, a key of the wrong type).
+
+    Attributes
+    ----------
+    failures : dict
+        ``{node name: reason}`` for every failed node.
+    """
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures = dict(failures)
+        lines = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
+        super().__init__(f"{len(self.failures)} node(s) failed: {lines}")

@@ -23,6 +23,11 @@ import redis
 
 from mdflow.reservoir import RedisServer
 
+# A script whose sources still run when its main module ends is kept alive (mdflow.nodes.runner);
+# the test process is not such a script: a node a test forgot to stop must not hang pytest's exit.
+# Subprocess tests of the keep-alive remove this from their environment.
+os.environ.setdefault("MDFLOW_KEEP_ALIVE", "0")
+
 
 @pytest.fixture(autouse=True)
 def _no_ambient_redis(monkeypatch):

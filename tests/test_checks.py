@@ -81,7 +81,8 @@ CASES = [
     (
         _from_redis,
         {"start_id": "latest"},
-        r"^from_redis: start_id must be '\$', '0' or an entry id; got 'latest' \(str\)",
+        r"^from_redis: start_id must be '\$', '0', an entry id, a datetime or an ISO-8601 time; "
+        r"got 'latest' \(str\)",
     ),
     (_from_redis, {"start_id": "yesterday"}, r"start_id must be .*; got 'yesterday' \(str\)"),
     (_from_redis, {"start_id": "12-x"}, r"start_id must be .*; got '12-x' \(str\)"),
@@ -291,8 +292,22 @@ def test_check_stream_id_accepts(good):
 
 @pytest.mark.parametrize("bad", ["", "latest", "yesterday", ">", "-1", "1-", "1-2-3", 0, None])
 def test_check_stream_id_refuses(bad):
-    with pytest.raises(ConfigError, match=r"^n: start_id must be '\$', '0' or an entry id; got "):
+    with pytest.raises(ConfigError, match=r"^n: start_id must be '\$', '0', an entry id, a "):
         check_stream_id(bad, "n", "start_id")
+
+
+def test_check_stream_id_turns_a_time_into_the_id_just_before_it():
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime(2026, 11, 25, 9, 30, tzinfo=timezone.utc)
+    ms = int(moment.timestamp() * 1000)
+    expected = f"{ms - 1}-{2**64 - 1}"
+    assert check_stream_id(moment, "n", "start_id") == expected
+    assert check_stream_id("2026-11-25T09:30:00Z", "n", "start_id") == expected
+    assert check_stream_id("2026-11-25T10:30:00+01:00", "n", "start_id") == expected
+    local = moment.astimezone().replace(tzinfo=None)  # naive: local time
+    assert check_stream_id(local, "n", "start_id") == expected
+    assert check_stream_id(moment - timedelta(days=30000), "n", "start_id") == "0"
 
 
 def test_check_keywords():

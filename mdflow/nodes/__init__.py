@@ -9,7 +9,9 @@
 * :mod:`.exact` and :mod:`.exact_nodes` — exact acknowledgement for any streamz graph:
   a ``Stream._emit`` that holds references while downstream work goes on, and
   corrected loops for the streamz nodes that stall or swallow failures. Importing
-  this room installs them.
+  this room installs them;
+* :mod:`.watchdog` — warns, naming the node, when synchronous work blocks an
+  event loop (``loop_blocks(node)``: its counters). Importing this room starts it.
 
 It may import :mod:`mdflow.reservoir`, ``mdflow.errors`` and ``mdflow.checks``;
 the rooms that build nodes (streams, pubsub, collectors) import it.
@@ -23,6 +25,7 @@ from .exact import exact_emit, install
 from .pipelined import MAX_OUTSTANDING_WRITES, PipelinedSink
 from .source import SupervisedSource
 from .status import NodeStatus, node_name
+from .watchdog import loop_blocks
 
 __all__ = [
     "MAX_OUTSTANDING_WRITES",
@@ -34,6 +37,7 @@ __all__ = [
     "emit_and_wait",
     "exact_emit",
     "first_error",
+    "loop_blocks",
     "node_name",
     "on_current_loop",
     "report_failure",

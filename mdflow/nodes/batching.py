@@ -8,7 +8,9 @@ While a flush is in flight, new items pile up for the next one, so batches
 grow with load and no item waits longer than one round trip.
 
 A flush that fails because Redis went away is retried, with backoff, until
-it succeeds or the batcher is closed: writes are retried, not dropped.
+it succeeds or the batcher is closed: writes are retried, not dropped; the
+node's state says ``reconnecting`` meanwhile. Errors retrying cannot fix
+(refused credentials, ACL denials) fail the batch at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, overload
 
-from ..reservoir import CONNECTION_ERRORS, Backoff, mask_text
+from ..reservoir import CONNECTION_ERRORS, Backoff, is_fatal, mask_text
 from .status import NodeStatus
 
 __all__ = ["BatchedWriter", "Batcher"]
@@ -134,12 +136,19 @@ class Batcher:
             try:
                 results = await self._flush_fn(items)
                 self._backoff.reset()
+                if self._status.state == "reconnecting":
+                    self._status.state = "running"
                 return results
             except CONNECTION_ERRORS as exc:
                 if self.closed:
                     raise
+                if is_fatal(exc):  # e.g. the password was refused: retrying cannot fix it
+                    self._status.error(exc)
+                    return [exc] * len(items)
                 self._status.error(exc)
                 self._status.incr("reconnects")
+                if self._status.state == "running":
+                    self._status.state = "reconnecting"
                 delay = self._backoff.next_delay()
                 logger.warning(
                     "%s: Redis unavailable while writing %d item(s) (%s); retry %d in %.2fs",

@@ -24,7 +24,7 @@ from typing import Any
 from streamz.sources import Source
 
 from ..checks import check_node_keywords
-from ..reservoir import CONNECTION_ERRORS, Backoff, mask_text
+from ..reservoir import CONNECTION_ERRORS, Backoff, fatal_reason, mask_text
 from .emit import first_error, on_current_loop
 from .lifecycle import source_started
 from .status import NodeStatus, node_name
@@ -40,11 +40,20 @@ class SupervisedSource(Source):
     Subclasses implement ``async _cycle()`` (one unit of work) and may
     override ``_setup()`` / ``_teardown()``. ``start()`` and ``stop()`` are
     idempotent; a stopped node can be started again.
+
+    Errors retrying cannot fix (refused credentials, ACL denials, a key of the
+    wrong type, an invalid stream id; see :func:`mdflow.reservoir.fatal_reason`)
+    stop the node at once: its state becomes ``"failed"``, ``status()["failure"]``
+    says why, and one error line is logged. A lost connection is retried.
     """
 
     _counters: tuple[str, ...] = ("emitted", "errors", "reconnects")
     _backoff_base = 0.05
     _backoff_cap = 5.0
+    #: Seconds ``stop()`` lets elements already in the graph finish (then they stay pending,
+    #: replayed by the next run) before acks and writes are flushed. A plain ``stop()`` does
+    #: not wait (prompt in notebooks); :func:`mdflow.run` stops with ``grace=10`` by default.
+    stop_grace = 0.0
     # Set by streamz's Source (untyped): declared here for the type checker.
     stopped: bool
     started: bool
@@ -56,6 +65,8 @@ class SupervisedSource(Source):
         self._task: asyncio.Task[Any] | None = None
         self._waiting_on_graph = False
         self._interrupted = False
+        self._failure: str | None = None
+        self._wake: asyncio.Event | None = None
         self._backoff = Backoff(self._backoff_base, self._backoff_cap)
         super().__init__(start=start, **on_current_loop(kwargs))
 
@@ -67,19 +78,60 @@ class SupervisedSource(Source):
         self.stopped = False
         self.started = True
         self._generation += 1
+        self._failure = None
+        self._status.failure = None
         self._status.state = "starting"
         source_started(self)
         self.loop.add_callback(self.run)
 
-    def stop(self) -> None:
-        """Ask the loop to stop after the current cycle (prompt: cycles are short)."""
+    def stop(self, grace: float | None = None) -> None:
+        """Ask the loop to stop after the current cycle (prompt: cycles are short).
+
+        Reading stops at once; elements already in the graph get ``grace``
+        seconds (default :attr:`stop_grace`) to finish before acks and writes
+        are flushed; what did not finish stays pending and is replayed later.
+        """
+        if grace is not None:
+            self.stop_grace = grace
         if self.stopped:
             return
         self.stopped = True
         self._status.state = "stopping"
         self.loop.add_callback(self._interrupt_graph_wait)
 
+    def fail(self, exc: BaseException | str) -> None:
+        """Stop for good on an error retrying cannot fix: state ``failed``, reason in status.
+
+        Safe to call from the node's loop more than once (the first reason wins).
+        """
+        if self._failure is not None:
+            return
+        reason = (
+            exc
+            if isinstance(exc, str)
+            else (fatal_reason(exc, getattr(self, "_url", None)) or str(exc))
+        )
+        reason = mask_text(reason)
+        self._failure = reason
+        self._status.failure = reason
+        if not isinstance(exc, str):
+            self._status.error(exc)
+        logger.error("%s: failed, not retrying: %s", node_name(self), reason)
+        self.stopped = True
+        self._status.state = "stopping"
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            self._interrupted = True  # wherever the run loop waits, end it now
+            task.cancel()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the node failed for good (state ``failed``), else None."""
+        return self._failure
+
     def _interrupt_graph_wait(self) -> None:
+        if self._wake is not None:
+            self._wake.set()  # end a pause (see `_pause`)
         # A source waiting for a blocked graph would never see `stopped`: stop waiting.
         # The element stays where it is; it is acknowledged only if the graph finishes it.
         if self._waiting_on_graph and self._task is not None and not self._task.done():
@@ -90,6 +142,7 @@ class SupervisedSource(Source):
         generation = self._generation
         previous, self._task = self._task, asyncio.current_task()
         self._interrupted = False
+        self._wake = asyncio.Event()
         self._status.started_at = time.time()
         try:
             if previous is not None and not previous.done():
@@ -101,6 +154,8 @@ class SupervisedSource(Source):
                 try:
                     if self._status.state in ("starting", "reconnecting"):
                         await self._setup()
+                        if self._failure is not None:
+                            break  # _setup called fail()
                         self._status.state = "running"
                     await self._cycle()
                     self._backoff.reset()
@@ -108,17 +163,18 @@ class SupervisedSource(Source):
                     if self.stopped and self._interrupted:
                         break  # stop() interrupted a wait on the graph
                     raise
-                except CONNECTION_ERRORS as exc:
-                    await self._on_failure(exc, reconnect=True)
                 except Exception as exc:  # noqa: BLE001 - supervision: log, count, retry
-                    await self._on_failure(exc, reconnect=False)
+                    if fatal_reason(exc) is not None:
+                        self.fail(exc)
+                        break
+                    await self._on_failure(exc, reconnect=isinstance(exc, CONNECTION_ERRORS))
         finally:
             if generation == self._generation:
                 try:
                     await self._teardown()
                 finally:
                     if generation == self._generation:  # not restarted during the teardown
-                        self._status.state = "stopped"
+                        self._status.state = "failed" if self._failure else "stopped"
 
     async def _on_failure(self, exc: BaseException, reconnect: bool) -> None:
         self._status.error(exc)
@@ -137,7 +193,18 @@ class SupervisedSource(Source):
             logger.error(
                 "%s: error in run loop, retrying in %.2fs", node_name(self), delay, exc_info=exc
             )
-        await asyncio.sleep(delay)
+        await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; ``stop()`` ends the pause at once."""
+        wake = self._wake
+        if wake is None or seconds <= 0:
+            await asyncio.sleep(max(seconds, 0))
+            return
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _setup(self) -> None:
         """Connect / subscribe. Called at start and after a connection failure."""

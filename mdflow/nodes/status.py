@@ -46,6 +46,7 @@ class NodeStatus:
         self.last_error_at: float | None = None
         self.started_at: float | None = None
         self.waited = 0.0  # seconds a source spent waiting on its graph (back-pressure)
+        self.failure: str | None = None  # why the node stopped for good (state "failed")
 
     def incr(self, counter: str, n: int = 1) -> None:
         self.counts[counter] = self.counts.get(counter, 0) + n
@@ -63,5 +64,6 @@ class NodeStatus:
         out["last_error"] = self.last_error
         out["last_error_at"] = self.last_error_at
         out["waited"] = round(self.waited, 6)
+        out["failure"] = self.failure
         out.update(extra)
         return out

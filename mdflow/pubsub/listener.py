@@ -136,10 +136,10 @@ class PubSubSource(SupervisedSource):
         self._watchdog: asyncio.TimerHandle | None = None
         self._ping_task: asyncio.Future | None = None
 
-    def stop(self) -> None:
+    def stop(self, grace: float | None = None) -> None:
         """Stop listening; an idle read is interrupted, so this takes effect at once."""
         was_running = not self.stopped
-        super().stop()
+        super().stop(grace)
         if was_running:
             self.loop.add_callback(self._interrupt_read)
 

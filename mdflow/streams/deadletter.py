@@ -15,6 +15,7 @@ field                   meaning
 
 The XADD to the dead-letter stream and the XACK of the original entry run in
 one MULTI/EXEC transaction, so an entry is never both lost and acknowledged.
+:mod:`.dead_letters` reads them back, replays and purges them.
 """
 
 from __future__ import annotations

@@ -22,7 +22,9 @@ from ..checks import (
 )
 from ..codecs import check_codec, encode_entry
 from ..nodes import SupervisedSource, node_name
+from ..reservoir import client, is_fatal
 from ..reservoir import redis_url as resolve_url
+from .replies import text
 from .writer import StreamWriter
 
 __all__ = ["engine"]
@@ -128,6 +130,15 @@ class engine(SupervisedSource):
         return self.threadcount if self.asyncflag else 1
 
     async def _setup(self) -> None:
+        # Fail fast on what retrying cannot fix: a refused password, a key of another type.
+        kind = text(await client(self._url).type(self.topic))
+        if kind not in ("none", "stream"):
+            msg = (
+                f"WRONGTYPE: {self.topic!r} holds a {kind}, not a stream; "
+                "use another topic or delete the key"
+            )
+            self.fail(msg)
+            return
         if self._executor is None and not self._is_async:
             self._executor = ThreadPoolExecutor(
                 self._capacity, thread_name_prefix=f"engine-{self.topic}"
@@ -137,7 +148,7 @@ class engine(SupervisedSource):
         now = time.monotonic()
         next_tick = now if self._next_tick is None else self._next_tick
         if next_tick > now:
-            await asyncio.sleep(next_tick - now)
+            await self._pause(next_tick - now)
             if self.stopped:
                 return
         self._status.incr("ticks")
@@ -184,6 +195,9 @@ class engine(SupervisedSource):
         try:
             entry_id = await self._writer.add(self.topic, fields, self.maxlen)
         except Exception as exc:  # noqa: BLE001 - a non-connection Redis error (e.g. WRONGTYPE)
+            if is_fatal(exc):
+                self.fail(exc)  # refused password, ACL, WRONGTYPE: stop, say why
+                return
             self._status.error(exc)
             logger.error("%s: XADD to %r failed: %s", node_name(self), self.topic, exc)
             return
@@ -198,8 +212,8 @@ class engine(SupervisedSource):
             )
 
     async def _teardown(self) -> None:
-        if self._active:
-            await asyncio.wait(set(self._active), timeout=5)
+        if self._active:  # calls and writes under way: let them finish (bounded)
+            await asyncio.wait(set(self._active), timeout=max(self.stop_grace, 5.0))
         await self._writer.drain(timeout=5)
         if self._executor is not None:
             self._executor.shutdown(wait=False)

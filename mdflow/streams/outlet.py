@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar
 
@@ -31,7 +32,7 @@ from ..codecs import check_codec, decode_entry
 from ..errors import ConfigError, DecodeError, describe
 from ..nodes import SupervisedSource, node_name
 from ..record import Record
-from ..reservoir import client
+from ..reservoir import client, is_auth_failure
 from ..reservoir import redis_url as resolve_url
 from .acks import Acker
 from .claims import claim_abandoned, keep_fresh
@@ -95,8 +96,10 @@ class from_redis(SupervisedSource):
         consumers of one group its own name.
     start : bool
         Start reading at once.
-    start_id : str
-        Where a *new* group starts: ``"$"`` (only new entries) or ``"0"`` (everything).
+    start_id : str or datetime
+        Where a *new* group starts: ``"$"`` (only new entries), ``"0"`` (everything), an
+        entry id, or a point in time (a ``datetime`` or an ISO-8601 string such as
+        ``"2026-11-25T09:30:00Z"``: every entry written at or after it).
     batch_size : int
         Entries per XREADGROUP.
     block : float
@@ -153,7 +156,7 @@ class from_redis(SupervisedSource):
         group: str = "mdflow",
         consumer: str | None = None,
         start: bool = False,
-        start_id: str = "$",
+        start_id: str | datetime = "$",
         batch_size: int = 100,
         block: float = 0.5,
         claim_idle: float = 60.0,
@@ -250,6 +253,23 @@ class from_redis(SupervisedSource):
                 raise
 
     async def _teardown(self) -> None:
+        # Reading has stopped: let the entries in the graph finish (up to stop_grace seconds;
+        # what does not finish stays pending and is replayed next run), then flush the acks.
+        deadline = time.monotonic() + self.stop_grace
+        while self._inflight and time.monotonic() < deadline:
+            self._capacity.clear()
+            try:
+                await asyncio.wait_for(self._capacity.wait(), timeout=0.05)
+            except asyncio.TimeoutError:
+                pass
+        if self._inflight:
+            logger.warning(
+                "%s: %d entr%s still in the graph after %.1fs; left pending for replay",
+                node_name(self),
+                len(self._inflight),
+                "y" if len(self._inflight) == 1 else "ies",
+                self.stop_grace,
+            )
         await self._acker.drain(timeout=5)
 
     # --- the loop --------------------------------------------------------------------------
@@ -496,6 +516,15 @@ class from_redis(SupervisedSource):
     def _fail(self, entry: _Entry, exc: BaseException) -> None:
         """Processing failed (raised here, or reported later by an async node): no ack, retry."""
         if entry.failed:
+            return
+        if is_auth_failure(exc):  # a to_redis downstream's password was refused: stop
+            # (per-element errors such as WRONGTYPE of a computed topic are retried and
+            # dead-lettered like any other failure)
+            entry.failed = True
+            key = (entry.topic, entry.id)
+            if self._inflight.get(key) is entry:
+                del self._inflight[key]
+            self.fail(exc)
             return
         entry.failed = True
         self._status.incr("failed")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -14,6 +17,7 @@ import redis
 import mdflow
 from mdflow.errors import ConfigError, MdflowError
 from mdflow.reservoir import urls
+from mdflow.reservoir.shared import SharedServer, shared_server_status, stop_shared_server
 
 
 def test_explicit_argument_wins(monkeypatch):
@@ -125,8 +129,45 @@ def test_embedded_server_starts_on_first_use_and_stops_at_exit(isolated_env):
         redis.Redis(unix_socket_path=socket_path).ping()
 
 
-def test_embedded_server_persists_with_embedded_dir(isolated_env, tmp_path):
-    env = dict(isolated_env, MDFLOW_EMBEDDED_DIR=str(tmp_path / "data"))
+def kill_leftovers(directory: str) -> None:
+    """SIGKILL any redis-server this test started in ``directory`` (as in test_shared_server).
+
+    Such a server runs in that directory (Redis chdirs to ``--dir``) or names its socket
+    there in its process title.
+    """
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        inside = cwd == directory or cwd.startswith(directory + "/")
+        if b"redis" in cmdline and (inside or directory.encode() + b"/" in cmdline):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def short_dir():
+    """A short directory under /tmp (unix socket paths must stay under 100 chars);
+    the shared servers started there (in it or in ``data/``) are stopped afterwards."""
+    directory = tempfile.mkdtemp(prefix="mdf-", dir="/tmp")
+    try:
+        yield directory
+    finally:
+        stop_shared_server(os.path.join(directory, "data"))
+        stop_shared_server(directory)
+        kill_leftovers(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_embedded_server_persists_with_embedded_dir(isolated_env, short_dir):
+    env = dict(isolated_env, MDFLOW_EMBEDDED_DIR=os.path.join(short_dir, "data"))
     write = _run(
         """
         import mdflow
@@ -135,6 +176,8 @@ def test_embedded_server_persists_with_embedded_dir(isolated_env, tmp_path):
         env,
     )
     assert write.returncode == 0, write.stderr
+    status = shared_server_status(os.path.join(short_dir, "data"))
+    assert status.running, "the shared embedded server stopped when its starter exited"
     read = _run(
         """
         import mdflow
@@ -144,6 +187,30 @@ def test_embedded_server_persists_with_embedded_dir(isolated_env, tmp_path):
     )
     assert read.returncode == 0, read.stderr
     assert read.stdout.strip() == "1"
+    assert shared_server_status(os.path.join(short_dir, "data")).pid == status.pid  # reused
+    # it survives a restart too (append-only file)
+    assert stop_shared_server(os.path.join(short_dir, "data"))
+    again = _run(
+        """
+        import mdflow
+        print(mdflow.db().xlen("persisted"))
+    """,
+        env,
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "1"
+
+
+def test_embedded_server_in_process_reuses_shared_server(monkeypatch, short_dir):
+    monkeypatch.setenv("MDFLOW_EMBEDDED_DIR", short_dir)
+    monkeypatch.setattr(urls, "_embedded", None)
+    server = urls.embedded_server()
+    assert isinstance(server, SharedServer) and server.started
+    assert urls.embedded_server() is server  # cached while it runs
+    assert mdflow.redis_url() == server.url
+    assert server.stop()
+    restarted = urls.embedded_server()  # it was stopped from outside: start a new one
+    assert restarted.running and restarted.pid != server.pid
 
 
 def test_embedded_dir_too_long_is_a_config_error(monkeypatch, tmp_path):
@@ -151,3 +218,13 @@ def test_embedded_dir_too_long_is_a_config_error(monkeypatch, tmp_path):
     monkeypatch.setattr(urls, "_embedded", None)
     with pytest.raises(ConfigError, match="too long for a unix socket"):
         urls.embedded_server()
+
+
+def test_a_url_with_a_wrong_scheme_is_refused_without_its_password():
+    from mdflow.errors import ConfigError
+    from mdflow.reservoir import redis_url
+
+    with pytest.raises(ConfigError) as info:
+        redis_url("http://user:hunter2@cache:6379/0")
+    assert "hunter2" not in str(info.value)
+    assert "http://user:***@cache" in str(info.value)

@@ -361,9 +361,9 @@ def test_to_redis_argument_errors(redis_url):
         Stream().to_redis("t", maxlen=0, redis_url=redis_url)
 
 
-def test_errors_inside_the_source_loop_are_survived(redis_url, rdb, prefix):
-    """A failing read (here: the key holds a string, WRONGTYPE) is logged and retried; the
-    source is not dead and resumes once the key is a stream again."""
+def test_a_key_that_becomes_another_type_fails_the_node_until_started_again(redis_url, rdb, prefix):
+    """Retrying cannot fix a stream key that now holds a string (WRONGTYPE): the source stops
+    in the ``failed`` state with the reason; once the key is a stream again, start() resumes."""
     topic = prefix + "s"
 
     async def body():
@@ -374,17 +374,19 @@ def test_errors_inside_the_source_loop_are_survived(redis_url, rdb, prefix):
         conn = mdflow.client(redis_url)
         await conn.delete(topic)
         await conn.set(topic, "not a stream")
-        await async_wait_for(lambda: source.status()["errors"] >= 2, timeout=10)
-        assert source.status()["state"] != "stopped"
+        await async_wait_for(lambda: source.status()["state"] == "failed", timeout=10)
+        assert "WRONGTYPE" in source.status()["failure"]
         await conn.delete(topic)
         await conn.xgroup_create(topic, "g", id="0", mkstream=True)
         await conn.xadd(topic, encode_entry("back"))
+        source.start()
         await async_wait_for(lambda: out == ["back"], timeout=15)
         await stop_and_wait(source)
         return source.status()
 
     status = run(body)
     assert "WRONGTYPE" in status["last_error"]
+    assert status["failure"] is None
 
 
 def test_default_consumer_name_is_stable_per_host_and_program():
