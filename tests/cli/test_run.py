@@ -139,11 +139,11 @@ def test_run_serves_the_dashboard(tmp_path, redis_url, prefix, isolated_env):
         url = found[0].split("dashboard: ", 1)[1].strip()
         with urllib.request.urlopen(url, timeout=30) as page:
             assert page.status == 200
+        with redis.Redis.from_url(redis_url) as conn:  # the pipeline runs: its group exists
+            wait_for(lambda: conn.exists(f"{prefix}in"), timeout=30, message="the outlet's group")
         process.send_signal(signal.SIGTERM)
         code, _, err = _finish(process)
     finally:
         if process.poll() is None:
             process.kill()
     assert code == 0, err
-    with redis.Redis.from_url(redis_url) as conn:
-        assert conn.exists(f"{prefix}in")

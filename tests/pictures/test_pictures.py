@@ -172,7 +172,9 @@ def test_overlay_shows_what_status_reports(redis_url, prefix):
             await pump.emit({"i": i})
         await writer.flush()
         await async_wait_for(lambda: outlet.status()["acked"] == n, 20)
-        await async_wait_for(lambda: outlet.status()["pending"] == 0, 10)  # metrics refreshed
+        await async_wait_for(  # metrics refreshed after the reads (they start at 0 / 300)
+            lambda: outlet.status()["pending"] == 0 and outlet.status()["lag"] == 0, 10
+        )
         first = topology([outlet, pump], status=True)
         await asyncio.sleep(0.2)  # rates are differences between two looks
         second = topology([outlet, pump], status=True)
