@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import redis
@@ -70,6 +71,49 @@ _HEALTH_CHECK_INTERVAL = 30
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+class _Refused(Exception):
+    """Carries a refused-credentials error through redis-py's Retry, which would retry it."""
+
+    def __init__(self, error: redis.AuthenticationError):
+        super().__init__(str(error))
+        self.error = error
+
+
+# A refused password is a ConnectionError to redis-py, so its Retry would try again (and again
+# for every reconnect of every retried command): that never helps, and takes seconds. These
+# Retry classes let it through at once (works with every redis-py version's call_with_retry).
+class _AsyncRetry(AsyncRetry):
+    """redis-py's asyncio ``Retry``, except that refused credentials are not retried."""
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[Any]], *args: Any, **kw: Any) -> Any:
+        async def once() -> Any:
+            try:
+                return await do()
+            except redis.AuthenticationError as exc:
+                raise _Refused(exc) from exc
+
+        try:
+            return await super().call_with_retry(once, *args, **kw)
+        except _Refused as refused:
+            raise refused.error from None
+
+
+class _Retry(Retry):
+    """redis-py's ``Retry``, except that refused credentials are not retried."""
+
+    def call_with_retry(self, do: Callable[[], Any], *args: Any, **kw: Any) -> Any:
+        def once() -> Any:
+            try:
+                return do()
+            except redis.AuthenticationError as exc:
+                raise _Refused(exc) from exc
+
+        try:
+            return super().call_with_retry(once, *args, **kw)
+        except _Refused as refused:
+            raise refused.error from None
 
 
 def _client_kwargs() -> dict[str, Any]:
@@ -138,7 +182,7 @@ def new_client(url: str | None = None, **kwargs: Any) -> redis.asyncio.Redis:
     """
     resolved = redis_url(url)
     options = _client_kwargs()
-    options["retry"] = AsyncRetry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
+    options["retry"] = _AsyncRetry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
     options.update(kwargs)
     conn = cast("_TranslatingRedis", _TranslatingRedis.from_url(resolved, **options))
     conn.mdflow_url = resolved
@@ -173,7 +217,7 @@ def db(url: str | None = None) -> walrus.Database:
     """
     resolved = redis_url(url)
     options = _client_kwargs()
-    options["retry"] = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
+    options["retry"] = _Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
     database = Database.from_url(resolved, **options)
     database.mdflow_url = resolved
     return database

@@ -262,8 +262,9 @@ class from_redis(SupervisedSource):
                 await asyncio.wait_for(self._capacity.wait(), timeout=0.05)
             except asyncio.TimeoutError:
                 pass
-        if self._inflight:
-            logger.warning(
+        if self._inflight:  # (a window holds its last elements: normal for a plain stop())
+            logger.log(
+                logging.WARNING if self.stop_grace > 0 else logging.INFO,
                 "%s: %d entr%s still in the graph after %.1fs; left pending for replay",
                 node_name(self),
                 len(self._inflight),
