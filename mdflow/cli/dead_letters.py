@@ -31,7 +31,7 @@ from ..streams.dead_letters import (
     replay_dead_letters,
 )
 from .common import fail, handle_errors, json_option, print_json, resolve, url_option
-from .tail import codec_of, jsonable, local_time, print_whole, summary
+from .entries import codec_of, decoded_json, local_time, print_whole, short, summary
 
 __all__ = ["dead_letters_command"]
 
@@ -82,7 +82,7 @@ def _compact(value: Any) -> str:
         text = summary(value)
     else:
         text = repr(value)
-    return text if len(text) <= _PAYLOAD_TEXT else text[: _PAYLOAD_TEXT - 1] + "…"
+    return short(text, _PAYLOAD_TEXT)
 
 
 def _as_json(letter: DeadLetter) -> dict[str, Any]:
@@ -99,11 +99,7 @@ def _as_json(letter: DeadLetter) -> dict[str, Any]:
         "time": letter.time.isoformat(),
         "codec": codec,
     }
-    if error is None:
-        out["data"] = jsonable(data)
-    else:
-        out["error"] = error
-        out["raw"] = jsonable(letter.fields)
+    out.update(decoded_json(data, error, letter.fields))
     return out
 
 

@@ -53,10 +53,11 @@ class StatusLines:
             if before is not None and now > before[0]:
                 rate = (moved - before[1]) / (now - before[0])
             self._last[name] = (now, moved)
-            counts = {
+            counts = {  # what moved; failures only once there are some
                 k: status[k]
                 for k in ("read", "written", "emitted", "acked", "dead_lettered", "failed")
                 if isinstance(status.get(k), int)
+                and (status[k] or k not in ("dead_lettered", "failed"))
             }
             out.append(
                 {

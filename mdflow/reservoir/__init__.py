@@ -8,7 +8,9 @@
   availability deadlines and :class:`Backoff`;
 * :mod:`.fatal` — which errors retrying cannot fix (auth, ACL, WRONGTYPE, bad ids);
 * :mod:`.shared` — a server that outlives the process that started it (``mdflow server``,
-  the embedded default under ``MDFLOW_EMBEDDED_DIR``).
+  the embedded default under ``MDFLOW_EMBEDDED_DIR``): its record and lock;
+* :mod:`.processes` — that server as an OS process: alive or not, launched detached or
+  as a child, waited for, terminated.
 
 This is the bottom room: it may import ``mdflow.errors`` and nothing else of mdflow.
 """

@@ -38,16 +38,22 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, RedisUnavailable, describe
+from .processes import (
+    is_redis_process,
+    launch_child,
+    launch_detached,
+    log_size,
+    terminate,
+    wait_ready,
+)
 from .server import _ping, binary_version, find_redis_server
 
 __all__ = [
@@ -71,10 +77,6 @@ PID_FILE = "redis.pid"
 LOG_FILE = "redis.log"
 # Waits for the directory lock: another process may be starting a server (loading a big AOF).
 LOCK_TIMEOUT = 60.0
-
-# Start redis-server in the background of a throwaway shell: the shell exits at once, so the
-# server is re-parented (never a zombie child of a long-lived starter such as a notebook).
-_LAUNCH = 'log=$1; shift; "$@" </dev/null >/dev/null 2>>"$log" & echo $!'
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class SharedServer:
     @property
     def running(self) -> bool:
         """True while its process is alive (a cheap check: no round trip to Redis)."""
-        return _is_redis_process(self.pid)
+        return is_redis_process(self.pid)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop it (see :func:`stop_shared_server`)."""
@@ -263,34 +265,6 @@ def _locked(directory: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie (a dead child nobody has reaped yet)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def _is_redis_process(pid: int) -> bool:
-    """``pid`` is alive and (where /proc tells) runs redis-server, not a recycled pid."""
-    if not _pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"redis" in cmdline
-
-
 def _read_state(directory: str) -> dict[str, Any] | None:
     path = os.path.join(directory, STATE_FILE)
     try:
@@ -382,7 +356,7 @@ def _running_server(directory: str, sock: str) -> SharedServer | None:
     """The server running in ``directory`` (call with the lock held); clear stale records."""
     state = _read_state(directory)
     if state:
-        if _is_redis_process(state["pid"]):
+        if is_redis_process(state["pid"]):
             return _from_state(state)
         _remove_stale(directory, f"process {state['pid']} is gone")
         return None
@@ -422,23 +396,6 @@ def _command(binary: str, directory: str, sock: str, port: int | None) -> list[s
         "save": "",
     }
     return [binary] + [arg for name, value in options.items() for arg in (f"--{name}", value)]
-
-
-def _log_since(directory: str, offset: int, lines: int = 3) -> str:
-    try:
-        with open(os.path.join(directory, LOG_FILE), "rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
-
-
-def _log_size(directory: str) -> int:
-    try:
-        return os.path.getsize(os.path.join(directory, LOG_FILE))
-    except OSError:
-        return 0
 
 
 def start_shared_server(
@@ -511,21 +468,15 @@ def start_shared_server(
         binary = find_redis_server()
         version = binary_version(binary)
         command = _command(binary, directory, sock, port)
-        offset = _log_size(directory)
+        log = os.path.join(directory, LOG_FILE)
+        offset = log_size(log)
         process: subprocess.Popen[bytes] | None = None
         if detach:
-            pid = _launch_detached(command, directory)
+            pid = launch_detached(command, log)
         else:
-            with open(os.path.join(directory, LOG_FILE), "ab") as log:
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    start_new_session=True,  # Ctrl-C reaches us; we stop it in order
-                )
+            process = launch_child(command, log)  # Ctrl-C reaches us; we stop it in order
             pid = process.pid
-        _wait_ready(pid, process, sock, directory, offset, timeout)
+        wait_ready(pid, process, sock, log, offset, timeout)
         server = SharedServer(
             directory=directory,
             pid=pid,
@@ -547,70 +498,6 @@ def _check_port_value(port: object) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         msg = f"port must be an int in 1..65535 or None (unix socket only); got {describe(port)}"
         raise ConfigError(msg)
-
-
-def _launch_detached(command: list[str], directory: str) -> int:
-    log = os.path.join(directory, LOG_FILE)
-    try:
-        out = subprocess.run(
-            ["/bin/sh", "-c", _LAUNCH, "mdflow-server", log, *command],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            start_new_session=True,  # no SIGINT/SIGHUP from the starter's terminal
-            check=True,
-        )
-        return int(out.stdout.strip())
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        msg = f"could not launch {command[0]!r} in {directory}: {exc}"
-        raise RedisUnavailable(msg) from exc
-
-
-def _wait_ready(
-    pid: int,
-    process: subprocess.Popen[bytes] | None,
-    sock: str,
-    directory: str,
-    offset: int,
-    timeout: float,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exited = process.poll() is not None if process is not None else not _pid_alive(pid)
-        if exited:
-            msg = (
-                f"redis-server exited while starting in {directory}: "
-                f"{_log_since(directory, offset) or 'see ' + os.path.join(directory, LOG_FILE)}"
-            )
-            raise RedisUnavailable(msg)
-        if _ping(None, None, sock):
-            return
-        time.sleep(0.02)
-    _terminate(pid, 5.0)
-    if process is not None:
-        process.wait()
-    msg = (
-        f"redis-server did not answer within {timeout:g}s in {directory}; "
-        f"its log says: {_log_since(directory, offset)}"
-    )
-    raise RedisUnavailable(msg)
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM (Redis flushes its AOF and exits), SIGKILL after ``timeout``."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid):
-                return
-            time.sleep(0.02)
-        if sig == signal.SIGTERM:
-            logger.warning("mdflow: redis-server %s ignored SIGTERM for %gs; killing it", pid, wait)
 
 
 def stop_shared_server(
@@ -639,7 +526,7 @@ def stop_shared_server(
         running = _running_server(directory, sock)
         if running is None:
             return False
-        _terminate(running.pid, timeout)
+        terminate(running.pid, timeout)
         _remove_record(directory)
         logger.info(
             "mdflow: stopped the shared Redis server in %s (pid %s)", directory, running.pid
@@ -665,7 +552,7 @@ def shared_server_status(directory: str | os.PathLike[str] | None = None) -> Sha
             stale = state == {} or os.path.exists(sock)
             return SharedServerStatus(directory=directory, running=False, stale=stale)
         state = _from_info(directory, sock, info).as_dict()  # running, but left no record
-    if not isinstance(state.get("pid"), int) or not _is_redis_process(state["pid"]):
+    if not isinstance(state.get("pid"), int) or not is_redis_process(state["pid"]):
         return SharedServerStatus(directory=directory, running=False, stale=True)
     info = _info(state.get("socket") or sock) or {}
     keys = sum(

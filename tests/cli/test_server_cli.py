@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from mdflow.reservoir import free_port
-from mdflow.reservoir.shared import _pid_alive, shared_server_status, stop_shared_server
+from mdflow.reservoir.processes import pid_alive
+from mdflow.reservoir.shared import shared_server_status, stop_shared_server
 
 
 def mdflow_server(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -208,7 +209,7 @@ def test_foreground_until_a_signal(server_dir, isolated_env, sig):
     assert "Traceback" not in err
     assert out.endswith(f"mdflow server: stopped the server in {server_dir}\n")
     assert not shared_server_status(server_dir).running
-    assert pid is not None and not _pid_alive(pid)
+    assert pid is not None and not pid_alive(pid)
 
 
 def test_foreground_stopped_by_another_process(server_dir, isolated_env):

@@ -20,9 +20,9 @@ import redis
 
 from mdflow.errors import ConfigError
 from mdflow.reservoir import RedisServer, free_port
+from mdflow.reservoir.processes import pid_alive
 from mdflow.reservoir.shared import (
     SharedServer,
-    _pid_alive,
     default_server_dir,
     shared_server_status,
     start_shared_server,
@@ -154,7 +154,7 @@ def test_process_sharing_outlives_its_starter(server_dir, isolated_env):
         a.stdin.write("\n")  # A (the starter) finishes and exits
         a.stdin.flush()
         assert a.wait(timeout=60) == 0, a.stderr.read()
-        assert _pid_alive(int(a_pid)), "the shared server died with the process that started it"
+        assert pid_alive(int(a_pid)), "the shared server died with the process that started it"
 
         b.stdin.write("\n")  # B writes and reads after its starter is gone
         b.stdin.flush()
@@ -211,7 +211,7 @@ def test_two_processes_starting_at_once_get_one_server(server_dir, isolated_env)
 def test_stale_record_after_a_crash_is_recovered(server_dir):
     server = start_shared_server(server_dir)
     os.kill(server.pid, signal.SIGKILL)
-    wait_for(lambda: not _pid_alive(server.pid), message="the killed server to be gone")
+    wait_for(lambda: not pid_alive(server.pid), message="the killed server to be gone")
     status = shared_server_status(server_dir)
     assert not status.running and status.stale
     again = start_shared_server(server_dir)
