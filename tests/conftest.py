@@ -91,3 +91,25 @@ def isolated_env():
     for name in ("MDFLOW_REDIS_URL", "REDIS_URL", "MDFLOW_EMBEDDED_DIR"):
         env.pop(name, None)
     return env
+
+
+@pytest.fixture
+def server_dir():
+    """A short, private directory under /tmp for shared servers (unix socket paths must stay
+    under 100 characters); every server started in it (or in ``data/``) is stopped afterwards,
+    whatever happened."""
+    import shutil
+    import tempfile
+
+    from helpers import kill_leftovers
+
+    from mdflow.reservoir import stop_shared_server
+
+    directory = tempfile.mkdtemp(prefix="mdf-", dir="/tmp")
+    try:
+        yield directory
+    finally:
+        stop_shared_server(os.path.join(directory, "data"))
+        stop_shared_server(directory)
+        kill_leftovers(directory)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -67,3 +70,40 @@ def path_without(*programs: str, shim_root: str | None = None) -> str:
                 os.symlink(os.path.join(d, name), os.path.join(shim, name))
         out.append(shim)
     return os.pathsep.join(out)
+
+
+def kill_leftovers(directory: str) -> None:
+    """SIGKILL any redis-server a test started in ``directory`` (shared-server tests).
+
+    Such a server runs in that directory (Redis chdirs to ``--dir``) or names its socket
+    there in its process title.
+    """
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        inside = cwd == directory or cwd.startswith(directory + "/")
+        if b"redis" in cmdline and (inside or directory.encode() + b"/" in cmdline):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
+    """Wait for a subprocess started with text pipes; (returncode, stdout, stderr).
+
+    Fails the test (after killing it) if it does not exit within ``timeout`` seconds.
+    """
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"process did not exit within {timeout}s\nstdout: {out}\nstderr: {err}")
+    return process.returncode, out, err

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 import redis
-from helpers import wait_for
+from helpers import finish, wait_for
 
 PIPELINE = """
 import asyncio
@@ -42,16 +42,6 @@ def _start(*args: str, env: dict) -> subprocess.Popen:
     )
 
 
-def _finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"mdflow run did not exit within {timeout}s\n{out}\n{err}")
-    return process.returncode, out, err
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_run_shows_status_and_stops_gracefully(
     tmp_path, redis_url, rdb, prefix, isolated_env, signum
@@ -66,7 +56,7 @@ def test_run_shows_status_and_stops_gracefully(
     try:
         wait_for(lambda: rdb.xlen(out) >= 30, timeout=60, message="entries processed")
         process.send_signal(signum)
-        code, stdout, err = _finish(process)
+        code, stdout, err = finish(process)
     finally:
         if process.poll() is None:
             process.kill()
@@ -89,7 +79,7 @@ def test_run_exits_1_with_the_reason_when_a_node_fails(
     inp = f"{prefix}in"
     rdb.set(inp, "a string, not a stream")
     spec = _write(tmp_path, delay=0, inp=inp, out=f"{prefix}out")
-    code, _, err = _finish(_start(spec, "--url", redis_url, env=isolated_env), timeout=60)
+    code, _, err = finish(_start(spec, "--url", redis_url, env=isolated_env), timeout=60)
     assert code == 1, err
     assert "WRONGTYPE" in err
     assert "Traceback" not in err
@@ -101,7 +91,7 @@ def test_run_masks_a_refused_password(tmp_path, redis_factory, prefix, isolated_
     server = redis_factory(extra_args=("--requirepass", "right-one"))
     spec = _write(tmp_path, delay=0, inp=f"{prefix}in", out=f"{prefix}out")
     url = server.url.replace("redis://", "redis://:wrong-one@")
-    code, stdout, err = _finish(_start(spec, "--url", url, env=isolated_env), timeout=60)
+    code, stdout, err = finish(_start(spec, "--url", url, env=isolated_env), timeout=60)
     assert code == 1
     assert "refused the credentials" in err
     assert "wrong-one" not in stdout + err
@@ -109,16 +99,16 @@ def test_run_masks_a_refused_password(tmp_path, redis_factory, prefix, isolated_
 
 
 def test_run_user_errors(tmp_path, isolated_env):
-    code, _, err = _finish(_start(str(tmp_path / "missing.py"), env=isolated_env))
+    code, _, err = finish(_start(str(tmp_path / "missing.py"), env=isolated_env))
     assert code == 1
     assert err.startswith("mdflow run: ")
     assert "Traceback" not in err
     empty = tmp_path / "empty.py"
     empty.write_text("from streamz import Stream\npipeline = Stream().map(str)\n")
-    code, _, err = _finish(_start(str(empty), env=isolated_env))
+    code, _, err = finish(_start(str(empty), env=isolated_env))
     assert code == 1
     assert "no mdflow source" in err
-    code, _, err = _finish(_start(env=isolated_env))
+    code, _, err = finish(_start(env=isolated_env))
     assert code == 2
     assert "Missing argument" in err
 
@@ -142,7 +132,7 @@ def test_run_serves_the_dashboard(tmp_path, redis_url, prefix, isolated_env):
         with redis.Redis.from_url(redis_url) as conn:  # the pipeline runs: its group exists
             wait_for(lambda: conn.exists(f"{prefix}in"), timeout=30, message="the outlet's group")
         process.send_signal(signal.SIGTERM)
-        code, _, err = _finish(process)
+        code, _, err = finish(process)
     finally:
         if process.poll() is None:
             process.kill()

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 
 import pytest
 import redis
 
 from mdflow.reservoir import free_port
 from mdflow.reservoir.processes import pid_alive
-from mdflow.reservoir.shared import shared_server_status, stop_shared_server
+from mdflow.reservoir.shared import shared_server_status
 
 
 def mdflow_server(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -31,40 +29,6 @@ def mdflow_server(*args: str, env: dict | None = None) -> subprocess.CompletedPr
         timeout=120,
         env=env,
     )
-
-
-def kill_leftovers(directory: str) -> None:
-    """SIGKILL any redis-server this test started in ``directory`` (as in test_shared_server).
-
-    Such a server runs in that directory (Redis chdirs to ``--dir``) or names its socket
-    there in its process title.
-    """
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        inside = cwd == directory or cwd.startswith(directory + "/")
-        if b"redis" in cmdline and (inside or directory.encode() + b"/" in cmdline):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-@pytest.fixture
-def server_dir():
-    directory = tempfile.mkdtemp(prefix="mdf-", dir="/tmp")
-    try:
-        yield directory
-    finally:
-        stop_shared_server(directory)
-        kill_leftovers(directory)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_start_status_stop(server_dir, isolated_env):

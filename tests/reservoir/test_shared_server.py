@@ -7,16 +7,15 @@ stay under 100 characters) and stops whatever it started, even when it fails.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 import redis
+from helpers import wait_for
 
 from mdflow.errors import ConfigError
 from mdflow.reservoir import RedisServer, free_port
@@ -28,42 +27,6 @@ from mdflow.reservoir.shared import (
     start_shared_server,
     stop_shared_server,
 )
-from tests.helpers import wait_for
-
-
-def kill_leftovers(directory: str) -> None:
-    """SIGKILL any redis-server this test started in ``directory``.
-
-    Such a server runs in that directory (Redis chdirs to ``--dir``) or names its socket
-    there in its process title.
-    """
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        inside = cwd == directory or cwd.startswith(directory + "/")
-        if b"redis" in cmdline and (inside or directory.encode() + b"/" in cmdline):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-@pytest.fixture
-def server_dir():
-    """A short, private server directory; its server is stopped afterwards, whatever happened."""
-    directory = tempfile.mkdtemp(prefix="mdf-", dir="/tmp")
-    try:
-        yield directory
-    finally:
-        stop_shared_server(directory)
-        kill_leftovers(directory)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_python(code: str, env: dict, *args: str) -> subprocess.Popen:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
@@ -129,45 +126,8 @@ def test_embedded_server_starts_on_first_use_and_stops_at_exit(isolated_env):
         redis.Redis(unix_socket_path=socket_path).ping()
 
 
-def kill_leftovers(directory: str) -> None:
-    """SIGKILL any redis-server this test started in ``directory`` (as in test_shared_server).
-
-    Such a server runs in that directory (Redis chdirs to ``--dir``) or names its socket
-    there in its process title.
-    """
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        inside = cwd == directory or cwd.startswith(directory + "/")
-        if b"redis" in cmdline and (inside or directory.encode() + b"/" in cmdline):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-@pytest.fixture
-def short_dir():
-    """A short directory under /tmp (unix socket paths must stay under 100 chars);
-    the shared servers started there (in it or in ``data/``) are stopped afterwards."""
-    directory = tempfile.mkdtemp(prefix="mdf-", dir="/tmp")
-    try:
-        yield directory
-    finally:
-        stop_shared_server(os.path.join(directory, "data"))
-        stop_shared_server(directory)
-        kill_leftovers(directory)
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def test_embedded_server_persists_with_embedded_dir(isolated_env, short_dir):
-    env = dict(isolated_env, MDFLOW_EMBEDDED_DIR=os.path.join(short_dir, "data"))
+def test_embedded_server_persists_with_embedded_dir(isolated_env, server_dir):
+    env = dict(isolated_env, MDFLOW_EMBEDDED_DIR=os.path.join(server_dir, "data"))
     write = _run(
         """
         import mdflow
@@ -176,7 +136,7 @@ def test_embedded_server_persists_with_embedded_dir(isolated_env, short_dir):
         env,
     )
     assert write.returncode == 0, write.stderr
-    status = shared_server_status(os.path.join(short_dir, "data"))
+    status = shared_server_status(os.path.join(server_dir, "data"))
     assert status.running, "the shared embedded server stopped when its starter exited"
     read = _run(
         """
@@ -187,9 +147,9 @@ def test_embedded_server_persists_with_embedded_dir(isolated_env, short_dir):
     )
     assert read.returncode == 0, read.stderr
     assert read.stdout.strip() == "1"
-    assert shared_server_status(os.path.join(short_dir, "data")).pid == status.pid  # reused
+    assert shared_server_status(os.path.join(server_dir, "data")).pid == status.pid  # reused
     # it survives a restart too (append-only file)
-    assert stop_shared_server(os.path.join(short_dir, "data"))
+    assert stop_shared_server(os.path.join(server_dir, "data"))
     again = _run(
         """
         import mdflow
@@ -201,8 +161,8 @@ def test_embedded_server_persists_with_embedded_dir(isolated_env, short_dir):
     assert again.stdout.strip() == "1"
 
 
-def test_embedded_server_in_process_reuses_shared_server(monkeypatch, short_dir):
-    monkeypatch.setenv("MDFLOW_EMBEDDED_DIR", short_dir)
+def test_embedded_server_in_process_reuses_shared_server(monkeypatch, server_dir):
+    monkeypatch.setenv("MDFLOW_EMBEDDED_DIR", server_dir)
     monkeypatch.setattr(urls, "_embedded", None)
     server = urls.embedded_server()
     assert isinstance(server, SharedServer) and server.started

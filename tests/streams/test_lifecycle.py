@@ -18,7 +18,7 @@ import time
 
 import pytest
 import redis
-from helpers import wait_for
+from helpers import finish, wait_for
 
 
 def _spawn(tmp_path, source: str, env: dict) -> subprocess.Popen:
@@ -33,16 +33,6 @@ def _spawn(tmp_path, source: str, env: dict) -> subprocess.Popen:
         text=True,
         env=env,
     )
-
-
-def _finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"process did not exit within {timeout}s\nstdout: {out}\nstderr: {err}")
-    return process.returncode, out, err
 
 
 def test_script_ending_in_engine_start_pumps_until_sigterm(
@@ -70,7 +60,7 @@ def test_script_ending_in_engine_start_pumps_until_sigterm(
         wait_for(lambda: rdb.xlen(topic) >= seen + 10, timeout=30, message="more ticks")
         assert process.poll() is None
         process.send_signal(signal.SIGTERM)
-        code, _, err = _finish(process)
+        code, _, err = finish(process)
     finally:
         if process.poll() is None:
             process.kill()
@@ -93,7 +83,7 @@ def test_script_whose_sources_all_stop_exits_by_itself(tmp_path, redis_url, pref
         """,
         isolated_env,
     )
-    code, _, err = _finish(process)
+    code, _, err = finish(process)
     assert code == 0, err
     assert "Traceback" not in err
 
@@ -118,7 +108,7 @@ def test_sources_left_on_a_finished_asyncio_run_do_not_hold_the_exit(
         """,
         isolated_env,
     )
-    code, out, err = _finish(process, timeout=60)
+    code, out, err = finish(process, timeout=60)
     assert code == 0, err
     assert out.strip() == "done"
     assert "keep running" not in err
@@ -158,7 +148,7 @@ def test_run_stops_gracefully_mid_flow(tmp_path, redis_url, rdb, prefix, isolate
     try:
         wait_for(lambda: rdb.xlen(out) >= 40, timeout=60, message="entries processed")
         process.send_signal(signum)
-        code, stdout, err = _finish(process)
+        code, stdout, err = finish(process)
     finally:
         if process.poll() is None:
             process.kill()
@@ -184,7 +174,7 @@ def test_run_stops_gracefully_mid_flow(tmp_path, redis_url, rdb, prefix, isolate
             lambda: len(_accounting(rdb, inp, out)[0]) == total, timeout=60, message="all written"
         )
         again.send_signal(signum)
-        code, _, err = _finish(again)
+        code, _, err = finish(again)
     finally:
         if again.poll() is None:
             again.kill()
@@ -234,7 +224,7 @@ def test_second_ctrl_c_exits_at_once(tmp_path, redis_url, rdb, prefix, isolated_
         assert process.poll() is None
         began = time.monotonic()
         process.send_signal(signal.SIGINT)
-        code, _, err = _finish(process, timeout=30)
+        code, _, err = finish(process, timeout=30)
         assert time.monotonic() - began < 30
     finally:
         if process.poll() is None:
