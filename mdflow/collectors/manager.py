@@ -322,14 +322,17 @@ class CollectorManager:
             for name, entry in self._entries.items()
         }
         fields["updated_at"] = _now_iso()
+        # Only what this publish deletes is forgotten: a collector removed while it is under
+        # way (its HSET above may even carry it) is deleted by the next publish.
+        removed = set(self._removed)
         try:
             async with conn.pipeline(transaction=True) as pipe:
-                if self._removed:
-                    pipe.hdel(self.status_key, *self._removed)
+                if removed:
+                    pipe.hdel(self.status_key, *removed)
                 pipe.hset(self.status_key, mapping=fields)
                 pipe.expire(self.status_key, int(max(60, 10 * self.global_health_check_interval)))
                 await pipe.execute()
-            self._removed.clear()
+            self._removed -= removed
         except CONNECTION_ERRORS as exc:
             self._stats["publish_errors"] += 1
             logger.warning(
