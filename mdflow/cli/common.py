@@ -13,9 +13,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -34,6 +37,7 @@ __all__ = [
     "json_option",
     "print_json",
     "resolve",
+    "until_stopped",
     "url_option",
 ]
 
@@ -97,3 +101,26 @@ def handle_errors(command: str) -> Callable[[F], F]:
         return run  # type: ignore[return-value]
 
     return wrap
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def until_stopped() -> Iterator[None]:
+    """Run the block until Ctrl-C or SIGTERM, which end it quietly (the command exits 0).
+
+    For commands that exist to run until stopped (``dashboard``, ``inspect --watch``):
+    both signals work even where a shell started the command with SIGINT ignored
+    (``mdflow dashboard &``). The previous handlers are restored afterwards.
+    """
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in stops}
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass  # how these commands end
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

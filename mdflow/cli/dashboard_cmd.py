@@ -14,14 +14,12 @@ Examples
 
 from __future__ import annotations
 
-import signal
 import threading
-from types import FrameType
 
 import click
 
 from ..reservoir import ensure_available, mask_url
-from .common import EXIT_USAGE, fail, handle_errors, resolve, url_option
+from .common import EXIT_USAGE, fail, handle_errors, resolve, until_stopped, url_option
 
 __all__ = ["dashboard_command"]
 
@@ -83,22 +81,10 @@ def dashboard_command(
         fail("dashboard", f"{exc} (--allow-remote)", EXIT_USAGE)
     except OSError as exc:
         fail("dashboard", f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    # Both signals set the event, even where a shell started us with SIGINT ignored
-    # (`mdflow dashboard &`): the command exists to be stopped this way.
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     click.echo(f"mdflow dashboard at {server.url} (Redis {mask_url(resolved)}; Ctrl-C stops it)")
     try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how it ends: exit 0
+        with until_stopped():
+            threading.Event().wait()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         server.stop()
     click.echo("mdflow dashboard stopped")

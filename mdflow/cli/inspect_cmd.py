@@ -15,9 +15,7 @@ Examples
 
 from __future__ import annotations
 
-import signal
 import time
-from types import FrameType
 from typing import Any
 
 import click
@@ -27,7 +25,15 @@ from rich.text import Text
 
 from ..errors import RedisUnavailable
 from ..reservoir import mask_text
-from .common import console, handle_errors, json_option, print_json, resolve, url_option
+from .common import (
+    console,
+    handle_errors,
+    json_option,
+    print_json,
+    resolve,
+    until_stopped,
+    url_option,
+)
 
 __all__ = ["inspect_command", "render_view"]
 
@@ -229,19 +235,12 @@ def render_view(view: dict[str, Any], pattern: str = "*") -> RenderableType:
     return Group(*parts)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _watch(url: str, pattern: str, interval: float, as_json: bool) -> None:
     """Show the view every ``interval`` s until Ctrl-C or SIGTERM (KeyboardInterrupt)."""
     from rich.live import Live
 
     from ..pictures import inspect
 
-    # Ctrl-C and SIGTERM end --watch even where a shell started it with SIGINT ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
     view = inspect(url, pattern)  # unreachable at the start: one line and exit 1
 
     def show(view: dict[str, Any] | None, error: str | None) -> RenderableType:
@@ -305,10 +304,9 @@ def inspect_command(
 
     resolved = resolve(url)
     if watch:
-        try:
+        with until_stopped():  # Ctrl-C / SIGTERM is how --watch ends: exit 0
             _watch(resolved, pattern, interval, as_json)
-        except KeyboardInterrupt:
-            return  # Ctrl-C is how --watch ends: exit 0
+        return
     view = inspect(resolved, pattern)
     if as_json:
         print_json(dict(view))
