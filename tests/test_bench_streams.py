@@ -30,17 +30,27 @@ def test_bench_streams_quick_prints_json(isolated_env):
     figures = run_bench("bench_streams.py", "--quick", "-n", "1000", env=isolated_env)
     assert figures["bench"] == "streams"
     for key in (
-        "raw_consume_per_s",
-        "mdflow_consume_per_s",
-        "mdflow_batch_consume_per_s",
-        "seed_consume_per_s",
-        "raw_produce_per_s",
-        "mdflow_produce_per_s",
+        "raw_sync_consume_per_s",
+        "consume_script_per_s",
+        "consume_async_per_s",
+        "batch_script_per_s",
+        "raw_sync_produce_per_s",
+        "produce_emit_per_s",
         "mdflow_p99_ms_1000",
-        "raw_p99_ms_10000",
-        "consume_mdflow_vs_raw",
+        "raw_sync_p99_ms_10000",
+        "consume_script_vs_sync",
+        "produce_emit_vs_sync",
     ):
         assert figures[key] > 0
+    assert isinstance(figures["hiredis"], bool)
+
+
+@pytest.mark.slow
+def test_bench_memory_quick_reports_rss(isolated_env):
+    figures = run_bench("bench_memory.py", "--quick", "-n", "20000", env=isolated_env)
+    assert figures["bench"] == "memory"
+    assert figures["rss_min_mb"] > 0 and figures["rss_max_mb"] >= figures["rss_min_mb"]
+    assert figures["flat_pct"] >= 0
 
 
 @pytest.mark.slow

@@ -4,6 +4,10 @@
 * :mod:`.emit` — awaited emits (backpressure) and failure reports to sources;
 * :mod:`.source` — :class:`SupervisedSource`, a source whose loop survives failures;
 * :mod:`.batching` — :class:`Batcher`: the writes of one loop turn in one round trip;
+  :mod:`.thread_batching` — the same for writes from threads that run no loop (a
+  script's ``emit``), on a writer thread; :mod:`.flushing` — what both do when a flush fails;
+* :mod:`.downstreams` — each node's downstreams listed fast, a version number of the whole
+  graph, and whether a graph finishes each element within its emit (the outlet's plain path);
 * :mod:`.pipelined` — :class:`PipelinedSink`: a sink that holds each element until
   Redis confirmed its write;
 * :mod:`.exact` and :mod:`.exact_nodes` — exact acknowledgement for any streamz graph:

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, overload
 
-from ..reservoir import CONNECTION_ERRORS, Backoff, is_fatal, mask_text
+from ..reservoir import CONNECTION_ERRORS, Backoff
+from .flushing import flush_failed, flush_succeeded
 from .status import NodeStatus
+from .thread_batching import ThreadBatcher
 
 __all__ = ["BatchedWriter", "Batcher"]
 
@@ -48,6 +51,21 @@ def _deliver(waiter: Waiter, result: Any) -> None:
         waiter(result)
     except Exception:  # one caller's bug must not stop the others' results (logged)
         logger.exception("callback for a batched write raised")
+
+
+class _Collector:
+    """The waiter of a :meth:`Batcher.submit_many`: gathers the results, in order."""
+
+    __slots__ = ("future", "results", "size")
+
+    def __init__(self, future: asyncio.Future[list[Any]], size: int):
+        self.future, self.size = future, size
+        self.results: list[Any] = []
+
+    def __call__(self, result: Any) -> None:
+        self.results.append(result)
+        if len(self.results) == self.size and not self.future.done():
+            self.future.set_result(self.results)
 
 
 class Batcher:
@@ -106,6 +124,22 @@ class Batcher:
             self._task = loop.create_task(self._run())
         return future
 
+    def submit_many(self, items: Sequence[Any]) -> asyncio.Future[list[Any]]:
+        """Queue several items; one future resolves with their results, in order.
+
+        No future and no callback per item: what a write of many records needs.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not items:
+            future.set_result([])
+            return future
+        collect = _Collector(future, len(items))
+        self._items.extend([(item, collect) for item in items])
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+        return future
+
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is flushed; False on timeout."""
         task = self._task
@@ -135,43 +169,25 @@ class Batcher:
         while True:
             try:
                 results = await self._flush_fn(items)
-                self._backoff.reset()
-                if self._status.state == "reconnecting":
-                    self._status.state = "running"
+                flush_succeeded(self._status, self._backoff)
                 return results
-            except CONNECTION_ERRORS as exc:
-                if self.closed:
+            except Exception as exc:
+                if self.closed and isinstance(exc, CONNECTION_ERRORS):
                     raise
-                if is_fatal(exc):  # e.g. the password was refused: retrying cannot fix it
-                    self._status.error(exc)
+                delay = flush_failed(exc, self._status, self._backoff, self._name, len(items))
+                if delay is None:
                     return [exc] * len(items)
-                self._status.error(exc)
-                self._status.incr("reconnects")
-                if self._status.state == "running":
-                    self._status.state = "reconnecting"
-                delay = self._backoff.next_delay()
-                logger.warning(
-                    "%s: Redis unavailable while writing %d item(s) (%s); retry %d in %.2fs",
-                    self._name,
-                    len(items),
-                    mask_text(str(exc)),
-                    self._backoff.failures,
-                    delay,
-                )
                 await asyncio.sleep(delay)
-            except Exception as exc:  # noqa: BLE001 - fail this batch's futures, keep the batcher
-                logger.error(
-                    "%s: writing %d item(s) failed: %s", self._name, len(items), mask_text(str(exc))
-                )
-                self._status.error(exc)
-                return [exc] * len(items)
 
 
 class BatchedWriter:
     """Base of mdflow's Redis writers: a :class:`Batcher` made on first use, on the loop.
 
     Subclasses implement ``async _flush(items) -> results`` (one pipelined round
-    trip for all items) and call :meth:`submit`.
+    trip for all items) and call :meth:`submit`. Those that also implement the
+    blocking ``_flush_sync(items) -> results`` accept items from threads that run
+    no event loop (a script's ``emit``): a
+    :class:`~mdflow.nodes.thread_batching.ThreadBatcher` writes them.
     """
 
     def __init__(self, url: str, name: str, status: NodeStatus):
@@ -179,6 +195,7 @@ class BatchedWriter:
         self._name = name
         self._status = status
         self._batcher: Batcher | None = None
+        self._threaded: ThreadBatcher | None = None
 
     @overload
     def submit(self, item: Any, done: None = None) -> asyncio.Future[Any]: ...
@@ -187,20 +204,70 @@ class BatchedWriter:
     def submit(
         self, item: Any, done: Callable[[Any], None] | None = None
     ) -> asyncio.Future[Any] | None:
-        """Queue ``item`` on the batcher: see :meth:`Batcher.submit`."""
+        """Queue ``item`` on the batcher: see :meth:`Batcher.submit`.
+
+        From a thread that runs no event loop, ``done`` is called on the writer's
+        own thread, and without it nothing is returned (see :meth:`submit_from_thread`).
+        """
+        if asyncio._get_running_loop() is None:
+            self.submit_from_thread(item, done)
+            return None
         if self._batcher is None:
             self._batcher = Batcher(self._flush, self._name, self._status)
         return self._batcher.submit(item, done)
 
+    @property
+    def writes_from_threads(self) -> bool:
+        """Can items come from threads that run no event loop (``_flush_sync`` exists)?"""
+        return type(self)._flush_sync is not BatchedWriter._flush_sync
+
+    def submit_from_thread(self, item: Any, done: Callable[[Any], None] | None = None) -> None:
+        """Queue ``item`` from a thread without a loop; ``done(result)`` runs on the writer's
+        thread (without it, the write is counted as ``written`` or logged if it failed)."""
+        if not self.writes_from_threads:
+            msg = (
+                f"{self._name}: writes must come from the node's event loop; "
+                f"{type(self).__name__} has no synchronous flush"
+            )
+            raise RuntimeError(msg)
+        if self._threaded is None:
+            self._threaded = ThreadBatcher(self._flush_sync, self._name, self._status)
+        self._threaded.submit(item, done)
+
+    def queued_from_threads(self, callbacks: bool = True) -> int:
+        """Items submitted from threads and not yet written (``callbacks=False``: only
+        those submitted without ``done``)."""
+        if self._threaded is None:
+            return 0
+        return len(self._threaded) if callbacks else self._threaded.unowned()
+
+    def wait_from_thread(self, most: int) -> None:
+        """Block the calling thread while more than ``most`` of its items are unwritten."""
+        if self._threaded is not None:
+            self._threaded.wait_below(most)
+
     async def _flush(self, items: Sequence[Any]) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def _flush_sync(self, items: Sequence[Any]) -> Sequence[Any]:
         raise NotImplementedError
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until every item submitted so far is written; False on timeout."""
-        return True if self._batcher is None else await self._batcher.drain(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._batcher is not None and not await self._batcher.drain(timeout):
+            return False
+        while self.queued_from_threads():  # (written on the writer's thread)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
     def close(self) -> None:
         """Stop retrying; writes still pending fail with ``CancelledError``."""
         if self._batcher is not None:
             self._batcher.close()
             self._batcher = None
+        if self._threaded is not None:
+            self._threaded.close()
+            self._threaded = None

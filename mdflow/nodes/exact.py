@@ -61,6 +61,8 @@ from typing import Any
 from streamz import Stream
 from tornado import gen
 
+from .downstreams import install as use_versioned_downstreams
+from .downstreams import live_downstreams
 from .emit import first_error, report_failure
 
 __all__ = ["as_futures", "exact_emit", "hold_until_done", "install"]
@@ -85,7 +87,7 @@ def exact_emit(self: Stream, x: Any, metadata: list[dict] | None = None) -> list
     """
     self.current_value = x
     self.current_metadata = metadata
-    downstreams = list(self.downstreams)
+    downstreams = live_downstreams(self)
     if metadata:
         self._retain_refs(metadata, len(downstreams))
     else:
@@ -170,5 +172,6 @@ def install() -> None:
     """
     from .exact_nodes import install_node_fixes
 
+    use_versioned_downstreams()
     Stream._emit = exact_emit
     install_node_fixes()

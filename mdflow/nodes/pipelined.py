@@ -8,12 +8,23 @@ failed write is reported to the upstream source, which will not acknowledge
 it. The upstream waits only when more than :data:`MAX_OUTSTANDING_WRITES`
 writes are in flight: bounded memory (backpressure) without a round trip per
 element.
+
+A sink whose graph has no event loop (a plain ``Stream()`` emitting from a
+script's thread) is not given one: ``emit`` would then hop to the loop's thread
+and wait, for every element. Its writes go to a writer thread instead
+(:class:`~mdflow.nodes.thread_batching.ThreadBatcher`, redis-py's synchronous
+pipelines) and ``emit`` returns at once; the caller waits only while more than
+:data:`MAX_HANDED_OVER` writes are unconfirmed, and whatever is still unwritten
+when the script ends is written before the interpreter exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -23,15 +34,23 @@ from streamz.sinks import Sink
 
 from ..checks import check_node_keywords
 from ..reservoir import mask_text
+from .downstreams import has_downstreams
 from .emit import report_failure
 from .status import NodeStatus, node_name
 
-__all__ = ["MAX_OUTSTANDING_WRITES", "PipelinedSink"]
+__all__ = ["MAX_HANDED_OVER", "MAX_OUTSTANDING_WRITES", "PipelinedSink"]
 
 logger = logging.getLogger(__name__)
 
 #: Writes one sink may have in flight before its upstream must wait.
 MAX_OUTSTANDING_WRITES = 1000
+#: Writes a thread without a loop may have handed over, unconfirmed, before ``emit`` waits.
+MAX_HANDED_OVER = 10_000
+#: Seconds the interpreter waits at exit for writes handed over by a script's thread.
+EXIT_FLUSH_TIMEOUT = 10.0
+
+_handing_over: weakref.WeakSet[PipelinedSink] = weakref.WeakSet()
+_exit_hook = threading.Lock()
 
 
 def _outcome(future: asyncio.Future[Any]) -> Any:
@@ -52,7 +71,9 @@ class PipelinedSink(Sink):
     def _init_status(self) -> None:
         self._status = NodeStatus(self._counters)
         self._status.state = "running"
-        self._outstanding = 0
+        self._submitted = 0
+        self._confirmed = 0  # (two counters: in a script they change on two threads)
+        self._flushed_at_exit = False
 
     def _submit(
         self,
@@ -65,12 +86,26 @@ class PipelinedSink(Sink):
 
         ``result(reply)`` is what goes downstream once the write is confirmed.
         Below the window the writer calls back directly (no future); above it,
-        the upstream gets a future to wait on.
+        the upstream gets a future to wait on. From a thread that runs no event
+        loop, the writer's thread writes it and the caller waits only while more
+        than :data:`MAX_HANDED_OVER` writes are unconfirmed.
         """
         self._retain_refs(metadata)  # held until Redis confirmed the write: no early ack
-        self._outstanding += 1
+        if asyncio._get_running_loop() is None:  # a script's thread
+            if metadata or has_downstreams(self):
+                self._submitted += 1
+                send(partial(self._written, what, result, metadata))
+            else:  # nothing to tell anyone: no callback per write (see ThreadBatcher)
+                send(None)
+            if not self._flushed_at_exit:
+                self._flushed_at_exit = True
+                _flush_at_exit(self)
+            if self.unwritten() > MAX_HANDED_OVER:
+                self._writer.wait_from_thread(MAX_HANDED_OVER // 2)
+            return None
+        self._submitted += 1
         done = partial(self._written, what, result, metadata)
-        if self._outstanding <= MAX_OUTSTANDING_WRITES:
+        if self.unwritten() <= MAX_OUTSTANDING_WRITES:
             send(done)
             return None
         future = send(None)
@@ -78,6 +113,10 @@ class PipelinedSink(Sink):
         assert future is not None, "send(None) returned no future"
         future.add_done_callback(lambda f: done(_outcome(f)))
         return future
+
+    def unwritten(self) -> int:
+        """Writes submitted and not yet confirmed by Redis (or failed)."""
+        return self._submitted - self._confirmed + self._writer.queued_from_threads(callbacks=False)
 
     def _written(
         self,
@@ -87,7 +126,7 @@ class PipelinedSink(Sink):
         reply: Any,
     ) -> None:
         """The write finished (``reply`` is an exception if it failed): emit, then let go."""
-        self._outstanding -= 1
+        self._confirmed += 1
         if isinstance(reply, BaseException):
             self._failed(what, metadata, reply)
             return
@@ -125,13 +164,58 @@ class PipelinedSink(Sink):
         self._release_refs(metadata)
 
     def status(self) -> dict[str, Any]:
-        """State, ``written``/``errors``/``reconnects`` counts and the last error."""
-        return self._status.as_dict(target=self._label, outstanding=self._outstanding)
+        """State, ``written``/``errors``/``reconnects`` counts, the last error and
+        ``outstanding`` (writes not yet confirmed by Redis)."""
+        return self._status.as_dict(target=self._label, outstanding=self.unwritten())
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every submitted write is confirmed by Redis; False on timeout."""
         return await self._writer.drain(timeout)
 
+    def wait_written(self, timeout: float | None = None) -> bool:
+        """Block until every write submitted so far is confirmed; False on timeout.
+
+        For scripts (a thread without an event loop); on a loop, use :meth:`flush`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.unwritten():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
     def destroy(self, streams: list[Stream] | None = None) -> None:
         self._writer.close()
         super().destroy()
+
+
+def _flush_at_exit(sink: PipelinedSink) -> None:
+    """Make the interpreter wait, at exit, for the writes ``sink`` was handed by a thread."""
+    _handing_over.add(sink)
+    with _exit_hook:
+        if getattr(_flush_at_exit, "registered", False):
+            return
+        _flush_at_exit.registered = True  # type: ignore[attr-defined]
+    # threading's exit hooks run while streamz's (daemon) loop thread still works
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover - CPython has it since 3.9
+        import atexit
+
+        atexit.register(_wait_for_handed_writes)
+    else:
+        register(_wait_for_handed_writes)
+
+
+def _wait_for_handed_writes(timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    sinks = list(_handing_over)
+    while any(s.unwritten() for s in sinks) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for sink in sinks:
+        if sink.unwritten():
+            logger.error(
+                "%s: %d write(s) still unconfirmed by Redis at exit after %.0fs; they are lost",
+                node_name(sink),
+                sink.unwritten(),
+                timeout,
+            )

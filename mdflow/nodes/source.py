@@ -229,7 +229,14 @@ class SupervisedSource(Source):
         interrupts the wait, ``finished`` runs later, when the graph really is
         done. Exceptions raised synchronously by the graph always propagate.
         """
-        futures = self._emit(x, metadata=metadata)
+        await self.wait_for_graph(self._emit(x, metadata=metadata), finished)
+
+    async def wait_for_graph(
+        self,
+        futures: list[Any] | None,
+        finished: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        """Wait for the futures an emit returned (see :meth:`emit_and_wait`)."""
         futures = [asyncio.ensure_future(f) for f in futures] if futures else []
         if not futures:
             if finished is not None:

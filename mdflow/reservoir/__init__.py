@@ -25,6 +25,7 @@ from .connection import (
     db,
     ensure_available,
     new_client,
+    sync_client,
     translate_error,
     wait_available,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "shared_server_status",
     "start_shared_server",
     "stop_shared_server",
+    "sync_client",
     "translate_error",
     "wait_available",
 ]

@@ -44,6 +44,7 @@ __all__ = [
     "db",
     "ensure_available",
     "new_client",
+    "sync_client",
     "translate_error",
     "wait_available",
 ]
@@ -200,6 +201,26 @@ def client(url: str | None = None) -> redis.asyncio.Redis:
     found = per_loop.get(resolved)
     if found is None:
         found = per_loop[resolved] = new_client(resolved)
+    return found
+
+
+_sync_clients: dict[str, redis.Redis] = {}
+
+
+def sync_client(url: str | None = None) -> redis.Redis:
+    """The shared synchronous client for ``url``, for writer threads (never on a loop).
+
+    redis-py's synchronous client is thread-safe (a connection pool) and its
+    pipelines cost about half of the asyncio client's per command: mdflow's
+    writers use it where no event loop runs. Connection errors are retried by
+    redis-py's ``Retry``; refused credentials are not.
+    """
+    resolved = redis_url(url)
+    found = _sync_clients.get(resolved)
+    if found is None:
+        options = _client_kwargs()
+        options["retry"] = _Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), _RETRIES)
+        found = _sync_clients.setdefault(resolved, redis.Redis.from_url(resolved, **options))
     return found
 
 

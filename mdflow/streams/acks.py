@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..nodes import Batcher, NodeStatus
@@ -13,6 +13,8 @@ from ..reservoir import client
 __all__ = ["Acker"]
 
 logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (stream, entry id)
 
 
 class Acker:
@@ -32,22 +34,40 @@ class Acker:
 
     def ack(self, topic: str, entry_id: str) -> asyncio.Future[Any]:
         """Queue one XACK; the future is done when Redis answered (or the ack failed for good)."""
-        future = self._batcher.submit((topic, entry_id))
+        future = self._batcher.submit([(topic, entry_id)])
         future.add_done_callback(self._check)
         return future
 
+    def ack_many(self, keys: list[Key], done: Callable[[BaseException | None], None]) -> None:
+        """Queue the XACK of several entries; ``done(error)`` runs once Redis answered.
+
+        No future and no callback per entry: what a read of many finished entries needs.
+        """
+
+        def answered(result: Any) -> None:
+            error = result if isinstance(result, BaseException) else None
+            if error is not None:
+                self._log_failure(error)
+            done(error)
+
+        self._batcher.submit(keys, answered)
+
     def _check(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
-            logger.error(
-                "%s: XACK failed: %s (the entry stays pending and will be redelivered)",
-                self._name,
-                future.exception(),
-            )
+            self._log_failure(future.exception())
 
-    async def _flush(self, items: Sequence[tuple[str, str]]) -> list[BaseException | None]:
+    def _log_failure(self, error: BaseException | None) -> None:
+        logger.error(
+            "%s: XACK failed: %s (the entry stays pending and will be redelivered)",
+            self._name,
+            error,
+        )
+
+    async def _flush(self, items: Sequence[list[Key]]) -> list[BaseException | None]:
         by_topic: dict[str, list[str]] = {}
-        for topic, entry_id in items:
-            by_topic.setdefault(topic, []).append(entry_id)
+        for keys in items:
+            for topic, entry_id in keys:
+                by_topic.setdefault(topic, []).append(entry_id)
         pipe = client(self._url).pipeline(transaction=False)
         for topic, ids in by_topic.items():
             pipe.xack(topic, self._group, *ids)
@@ -57,7 +77,9 @@ class Acker:
         }
         acked = sum(r for r in results if isinstance(r, int))
         self._status.incr("acked", acked)
-        return [errors.get(topic) for topic, _ in items]
+        if not errors:
+            return [None] * len(items)
+        return [next((errors[t] for t, _ in keys if t in errors), None) for keys in items]
 
     async def drain(self, timeout: float | None = None) -> bool:
         return await self._batcher.drain(timeout)

@@ -1,11 +1,20 @@
 """The outlet: ``Stream.from_redis`` drains Redis streams through a consumer group.
 
-Delivery is at-least-once and exact about acknowledgement: every entry is
-emitted with a streamz ``RefCounter`` in its metadata, and the source holds a
-reference of its own across the awaited emit. The entry is XACKed only when
-the count reaches zero, i.e. when every downstream branch has finished with it
-(buffers, windows and zips hold their references while they hold the element;
-async nodes are awaited). Acks are idempotent and batched (:class:`Acker`).
+Delivery is at-least-once and exact about acknowledgement: an entry is XACKed
+only when every downstream branch has finished with it. Two paths, chosen per
+graph and re-chosen whenever a node is added or removed:
+
+* **plain** — every node downstream finishes an element within its emit
+  (``map``, ``filter``, ``sink``...; :func:`mdflow.nodes.downstreams.finishes_in_emit`):
+  the entry is done when ``_emit`` returned and its futures are; the finished
+  entries of one read are acknowledged together, with no per-element bookkeeping;
+* **counted** — a node may hold elements (buffers, windows, ``zip``, writers...):
+  every entry is emitted with a streamz ``RefCounter`` in its metadata, the source
+  holds a reference of its own across the awaited emit, and the entry is XACKed
+  when the count reaches zero (holding nodes keep their references while they
+  hold the element; async nodes are awaited).
+
+Acks are idempotent and batched (:class:`Acker`).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar
@@ -31,6 +40,7 @@ from ..checks import check_flag, check_positive, check_stream_id, check_text, ch
 from ..codecs import check_codec, decode_entry
 from ..errors import ConfigError, DecodeError, describe
 from ..nodes import SupervisedSource, node_name
+from ..nodes.downstreams import finishes_in_emit, graph_version
 from ..record import Record
 from ..reservoir import client, is_auth_failure
 from ..reservoir import redis_url as resolve_url
@@ -67,7 +77,7 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}:{program}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     topic: str
     id: str
@@ -76,8 +86,8 @@ class _Entry:
     failed: bool = False
     retry_at: float = 0.0
     # batch mode: every (topic, id) in the batch, and their fields, in the same order
-    ids: list[tuple[str, str]] = field(default_factory=list)
-    batch_fields: list[Fields] = field(default_factory=list)
+    ids: Sequence[tuple[str, str]] = ()
+    batch_fields: Sequence[Fields] = ()
 
 
 @Stream.register_api(staticmethod)
@@ -210,6 +220,8 @@ class from_redis(SupervisedSource):
         # The delivery of each entry now in the graph (a batch: under its first entry's key).
         self._inflight: dict[tuple[str, str], _Entry] = {}
         self._retry: dict[tuple[str, str], _Entry] = {}
+        self._plain = False  # does every node downstream finish elements within the emit?
+        self._plain_version = -1  # the graph_version() that _plain was decided at
         self._capacity = asyncio.Event()
         self._paused_since: float | None = None
         self._history_done: set[str] = set()
@@ -488,10 +500,70 @@ class from_redis(SupervisedSource):
                 ids=[(e.topic, e.id) for e, _ in good],
                 batch_fields=[e.fields for e, _ in good],
             )
-            await self._emit_one(unit, [p for _, p in good])
+            await self._emit_all([(unit, [p for _, p in good])])
         else:
-            for entry, payload in good:
-                await self._emit_one(entry, payload)
+            await self._emit_all(good)
+
+    async def _emit_all(self, units: list[tuple[_Entry, Any]]) -> None:
+        """Emit each unit (an entry, or a batch), by the plain path when the graph allows it.
+
+        Plain path: when every node downstream finishes with an element within its emit
+        (``map``, ``filter``, ``sink``...; see :func:`finishes_in_emit`), an element is
+        done once ``_emit`` returned and its futures are: no reference counting, and the
+        finished entries of one read are acknowledged together. Otherwise (a node may
+        hold elements) each element carries a reference counter (:meth:`_emit_one`).
+        The choice is re-made whenever a node is added or removed anywhere
+        (:func:`graph_version`), also during an emit.
+        """
+        finished: list[tuple[str, str]] = []
+        emitted = 0
+        try:
+            for entry, payload in units:
+                version = graph_version()
+                if version != self._plain_version:
+                    self._plain = finishes_in_emit(self)
+                    self._plain_version = version
+                if not self._plain:
+                    await self._emit_one(entry, payload)
+                    continue
+                try:
+                    futures = self._emit(payload)
+                except Exception as exc:  # noqa: BLE001 - raised by user code: no ack, retry
+                    self._fail(entry, exc)
+                    continue
+                emitted += 1
+                if graph_version() != version and not finishes_in_emit(self):
+                    self._deliver_again(entry)  # a node that holds elements came in meanwhile
+                    continue
+                if futures:  # async work (a sink of an async function): wait for it
+                    self._status.incr("emitted", emitted)
+                    emitted = 0
+                    self._inflight[(entry.topic, entry.id)] = entry
+                    await self.wait_for_graph(futures, partial(self._plain_done, entry))
+                    continue
+                finished.extend(entry.ids or [(entry.topic, entry.id)])
+        finally:  # (also when stop() interrupts a wait: what finished is acknowledged)
+            if emitted:
+                self._status.incr("emitted", emitted)
+            if finished:
+                self._acker.ack_many(finished, partial(self._acked_many, finished))
+
+    def _plain_done(self, entry: _Entry, error: BaseException | None) -> None:
+        if error is not None:
+            self._fail(entry, error)
+        else:
+            self._finished(entry)
+
+    def _deliver_again(self, entry: _Entry) -> None:
+        """The graph changed during the emit: the entry may be held by a new node that
+        counts no reference for it. Deliver it again, by the exact path (at-least-once)."""
+        logger.info(
+            "%s: the graph changed while entry %s of %r was in it; it is delivered again",
+            node_name(self),
+            entry.id,
+            entry.topic,
+        )
+        self._schedule_retry(entry, now=True)
 
     async def _emit_one(self, entry: _Entry, payload: Any) -> None:
         self._inflight[(entry.topic, entry.id)] = entry
@@ -542,6 +614,10 @@ class from_redis(SupervisedSource):
         key = (entry.topic, entry.id)
         if self._inflight.get(key) is entry:
             del self._inflight[key]
+        self._schedule_retry(entry)
+
+    def _schedule_retry(self, entry: _Entry, now: bool = False) -> None:
+        """Deliver the entry (each entry of a batch) again: after a backoff, or ``now``."""
         members = (
             [entry]
             if not entry.ids
@@ -552,7 +628,7 @@ class from_redis(SupervisedSource):
         )
         cap = max(_RETRY_CAP, self.retry_delay)
         for member in members:
-            delay = min(cap, self.retry_delay * 2 ** (member.deliveries - 1))
+            delay = 0.0 if now else min(cap, self.retry_delay * 2 ** (member.deliveries - 1))
             member.retry_at = time.monotonic() + delay
             self._retry[(member.topic, member.id)] = member  # still held: it keeps its slot
 
@@ -576,6 +652,13 @@ class from_redis(SupervisedSource):
         """The XACK is done (or failed for good, logged by the Acker): the slot is free."""
         if key not in self._retry:
             self._release(key)
+
+    def _acked_many(self, keys: list[tuple[str, str]], _: BaseException | None) -> None:
+        held, retry = self._held, self._retry
+        for key in keys:
+            if key not in retry:
+                held.pop(key, None)
+        self._capacity.set()
 
     def _release(self, key: tuple[str, str]) -> None:
         """The outlet no longer owns the entry: it was acked, dead-lettered or trimmed."""
@@ -636,8 +719,11 @@ class from_redis(SupervisedSource):
         """State; counts read/emitted/acked/dead_lettered/failed/claimed/errors/reconnects;
         ``inflight`` (entries in the graph), ``held`` (all this outlet has not acked yet:
         in the graph, waiting for a retry or an XACK), ``retrying``, group ``pending`` and
-        ``lag`` (refreshed every second; also ``by_topic``), ``last_id``, ``max_inflight``
-        and ``waited`` (seconds spent waiting on the graph)."""
+        ``lag`` (refreshed every second; also ``by_topic``), ``last_id``, ``max_inflight``,
+        ``waited`` (seconds spent waiting on the graph) and ``ack_path``: ``"plain"`` when
+        every node downstream finishes an element within its emit (acknowledged without
+        reference counting), ``"counted"`` when a node may hold elements, ``None`` before
+        the first element."""
         return self._status.as_dict(
             topics=list(self.topics),
             group=self.group,
@@ -646,6 +732,7 @@ class from_redis(SupervisedSource):
             inflight=sum(len(e.ids) or 1 for e in self._inflight.values()),
             held=len(self._held),
             retrying=len(self._retry),
+            ack_path=None if self._plain_version < 0 else "plain" if self._plain else "counted",
             **self._metrics,
         )
 
