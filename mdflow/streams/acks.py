@@ -9,6 +9,7 @@ from typing import Any
 
 from ..nodes import Batcher, NodeStatus
 from ..reservoir import client
+from ..reservoir.pipelines import send_commands_async
 
 __all__ = ["Acker"]
 
@@ -68,10 +69,8 @@ class Acker:
         for keys in items:
             for topic, entry_id in keys:
                 by_topic.setdefault(topic, []).append(entry_id)
-        pipe = client(self._url).pipeline(transaction=False)
-        for topic, ids in by_topic.items():
-            pipe.xack(topic, self._group, *ids)
-        results = await pipe.execute(raise_on_error=False)
+        commands = [("XACK", topic, self._group, *ids) for topic, ids in by_topic.items()]
+        results = await send_commands_async(client(self._url), commands)
         errors = {
             t: r for t, r in zip(by_topic, results, strict=True) if isinstance(r, BaseException)
         }

@@ -44,10 +44,11 @@ from ..nodes.downstreams import finishes_in_emit, graph_version
 from ..record import Record
 from ..reservoir import client, is_auth_failure
 from ..reservoir import redis_url as resolve_url
+from ..reservoir.pipelines import send_commands_async
 from .acks import Acker
 from .claims import claim_abandoned, keep_fresh
 from .deadletter import DeadLetters
-from .replies import Fields, claimed_entries, count, read_reply, text
+from .replies import Fields, claimed_entries, count, raw_read_reply, read_reply, text
 
 __all__ = ["default_consumer_name", "from_redis"]
 
@@ -379,13 +380,18 @@ class from_redis(SupervisedSource):
         return (topic, entry_id) in self._held
 
     async def _read_new(self) -> None:
-        conn = client(self._url)
-        streams: dict[KeyT, StreamIdT] = dict.fromkeys(self.topics, ">")
-        reply = await conn.xreadgroup(
-            self.group, self.consumer, streams, count=self._room(), block=int(self.block * 1000)
-        )
+        # (raw replies, no redis-py response callback: one dict per entry, built here)
+        command: list[str | int] = [
+            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self._room(),
+            "BLOCK", int(self.block * 1000), "STREAMS", *self.topics, *[">"] * len(self.topics),
+        ]  # fmt: skip
+        [reply] = await send_commands_async(client(self._url), [command])
+        if isinstance(reply, Exception):
+            raise reply
         entries = [
-            _Entry(t, i.decode(), f or {}, 1) for t, items in read_reply(reply) for i, f in items
+            _Entry(topic, entry_id.decode(), _fields(flat), 1)
+            for topic, items in raw_read_reply(reply)
+            for entry_id, flat in items
         ]
         await self._process(entries)
 
@@ -735,6 +741,14 @@ class from_redis(SupervisedSource):
             ack_path=None if self._plain_version < 0 else "plain" if self._plain else "counted",
             **self._metrics,
         )
+
+
+def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
+    """An entry's flat ``[field, value, ...]`` reply as a dict (``{}`` for a deleted one)."""
+    if not flat:
+        return {}
+    pairs = iter(flat)
+    return dict(zip(pairs, pairs, strict=False))
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

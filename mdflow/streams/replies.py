@@ -14,11 +14,21 @@ Examples
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.typing import XClaimResponse, XReadGroupResponse
 
 from ..errors import describe
 
-__all__ = ["Fields", "RawEntry", "claimed_entries", "count", "read_reply", "text"]
+__all__ = [
+    "Fields",
+    "RawEntry",
+    "claimed_entries",
+    "count",
+    "raw_read_reply",
+    "read_reply",
+    "text",
+]
 
 #: The fields of one stream entry (``{}`` for a pending entry deleted since it was delivered).
 Fields = dict[bytes, bytes]
@@ -32,6 +42,15 @@ def read_reply(reply: XReadGroupResponse) -> list[tuple[str, list[RawEntry]]]:
         msg = f"XREADGROUP: expected a RESP2 reply (a list), got {describe(reply)}"
         raise TypeError(msg)
     return [(stream.decode(), entries) for stream, entries in reply]
+
+
+def raw_read_reply(reply: Any) -> list[tuple[str, list[Any]]]:
+    """XREADGROUP's raw reply (no redis-py callback), RESP2 ``[[stream, entries], ...]`` or
+    RESP3 ``{stream: entries}``, stream names decoded; each entry ``[id, [field, value, ...]]``."""
+    if not reply:
+        return []
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    return [(stream.decode(), entries) for stream, entries in pairs]
 
 
 def claimed_entries(reply: XClaimResponse) -> list[tuple[str, Fields]]:
