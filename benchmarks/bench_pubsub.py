@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -289,6 +290,7 @@ def main() -> None:
             r[f"{name}_max_after_silence_ms"] = round(float(quiet.max()), 3)
     finally:
         server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
     r = {k: round(v, 3) for k, v in r.items()}
     raw, raw_decode = r["raw_listen_per_s"], r["raw_listen_decode_per_s"]
