@@ -46,8 +46,9 @@ from streamz import Stream
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from bench_streams import fill  # the same pre-filled entries as the streams benchmark
+
 import mdflow
-from mdflow.codecs import encode_entry
 from mdflow.reservoir import RedisServer
 
 TOPIC = "bench:mem"
@@ -63,23 +64,11 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def tick(n: int) -> dict:
-    return {"sym": "BTC-USD", "px": 50_000.0 + n % 100, "qty": n % 7 + 1, "n": n}
-
-
 def prefill(url: str, total: int) -> float:
     """XADD ``total`` entries, pipelined by 1000; return the cost in µs per entry."""
-    conn = redis.Redis.from_url(url)
-    conn.delete(TOPIC)
     began = time.perf_counter()
-    for start in range(0, total, 1000):
-        pipe = conn.pipeline(transaction=False)
-        for n in range(start, min(total, start + 1000)):
-            pipe.xadd(TOPIC, encode_entry(tick(n)))
-        pipe.execute()
-    elapsed = time.perf_counter() - began
-    conn.close()
-    return elapsed / total * 1e6
+    fill(url, TOPIC, total)  # (the streams benchmark's fill: the same entries)
+    return (time.perf_counter() - began) / total * 1e6
 
 
 def busy_sink(cost_us: float):
