@@ -41,12 +41,14 @@ from .collectors import (
 from .errors import (
     ConfigError,
     DecodeError,
+    ElementTooLarge,
     EncodeError,
     MdflowError,
     NodeFailed,
     RedisAccessDenied,
     RedisUnavailable,
     ValidationError,
+    WriteRefused,
 )
 from .marketdata import OHLCV, DataType, MarketDataPoint
 from .nodes.runner import Runner, run
@@ -91,6 +93,7 @@ __all__ = [
     "DataType",
     "DeadLetter",
     "DecodeError",
+    "ElementTooLarge",
     "EncodeError",
     "MarketDataPoint",
     "MdflowError",
@@ -106,6 +109,7 @@ __all__ = [
     "SystemView",
     "ValidationError",
     "WebSocketCollector",
+    "WriteRefused",
     "__version__",
     "client",
     "codecs",

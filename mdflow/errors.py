@@ -14,6 +14,11 @@ so that code which validates arguments the usual way keeps working::
     │   └── RedisAccessDenied           Redis refused: wrong/missing password, ACL (NOPERM)
     ├── NodeFailed (+ RuntimeError)     a node stopped for good on an error retrying cannot
     │                                   fix (mdflow.run raises it; the node's state is "failed")
+    ├── WriteRefused                    Redis refused writes for good (a key of another type,
+    │   │                               an ACL...): raised to the code that emits when no
+    │   │                               upstream source is there to retry them
+    │   └── ElementTooLarge (+ ValueError)
+    │                                   an element has a value larger than Redis accepts
     └── FeedError (+ ConnectionError)   a collector's outside feed failed
         ├── DataSilence                 no data for max_silence seconds
         └── FeedClosed                  the feed ended or dropped the connection
@@ -27,12 +32,14 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DecodeError",
+    "ElementTooLarge",
     "EncodeError",
     "MdflowError",
     "NodeFailed",
     "RedisAccessDenied",
     "RedisUnavailable",
     "ValidationError",
+    "WriteRefused",
 ]
 
 
@@ -142,3 +149,58 @@ class NodeFailed(MdflowError, RuntimeError):
         self.failures = dict(failures)
         lines = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
         super().__init__(f"{len(self.failures)} node(s) failed: {lines}")
+
+
+class WriteRefused(MdflowError):
+    """Redis refused one or more writes of a sink for good; retrying cannot help.
+
+    Downstream of ``from_redis``, a refused write is reported to the outlet,
+    which retries the entry and dead-letters it with the reason. With no
+    upstream source to tell (a plain ``Stream()``), the refusal is raised to
+    the code that emits: by the next ``emit`` into the sink, by ``flush()`` or
+    by ``wait_written()``.
+
+    Attributes
+    ----------
+    node : str
+        The sink that wrote (``to_redis<prices>``).
+    errors : list of BaseException
+        What Redis (or the size check) answered, one per refused write.
+    """
+
+    def __init__(self, message: str, node: str = "", errors: list[BaseException] | None = None):
+        super().__init__(message)
+        self.node = node
+        self.errors = list(errors or ())
+
+
+class ElementTooLarge(WriteRefused, ValueError):
+    """An element holds a value larger than the Redis server accepts in one argument.
+
+    Redis would answer ``Protocol error: invalid bulk length`` and close the
+    connection; the element is refused before it is sent, and the other
+    elements of its batch are written.
+
+    Attributes
+    ----------
+    target : str
+        Where it was to be written (``stream 'prices'``).
+    size : int
+        The element's encoded size, in bytes.
+    largest : int
+        Its largest single value, in bytes (what the limit applies to).
+    limit : int
+        The largest value the server accepts, in bytes.
+    knob : str
+        The server setting that imposes the limit (``proto-max-bulk-len``).
+    """
+
+    def __init__(
+        self, message: str, node: str, target: str, size: int, largest: int, limit: int, knob: str
+    ):
+        super().__init__(message, node)
+        self.target = target
+        self.size = size
+        self.largest = largest
+        self.limit = limit
+        self.knob = knob

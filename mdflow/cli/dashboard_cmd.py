@@ -65,7 +65,22 @@ def dashboard_command(
       mdflow dashboard --port 0 --url redis://localhost:6379/0
     """
     from ..pictures import serve_dashboard
+    from ..pictures.web import is_loopback
 
+    if not is_loopback(host):  # before any connection: a usage error needs no Redis
+        if not allow_remote:
+            fail(
+                "dashboard",
+                f"--host {host!r} is not a loopback address, and the dashboard has no "
+                "authentication: anyone who can reach it sees every stream, group and graph "
+                "of this Redis. Add --allow-remote to serve other machines anyway.",
+                EXIT_USAGE,
+            )
+        click.echo(
+            f"mdflow dashboard: warning: --host {host!r} with --allow-remote: other machines "
+            "can read this page (no authentication)",
+            err=True,
+        )
     resolved = resolve(url)
     ensure_available(resolved, deadline=5.0)  # unreachable: one line and exit 1, not a page
     try:
@@ -77,8 +92,8 @@ def dashboard_command(
             pattern=pattern,
             allow_remote=allow_remote,
         )
-    except ValueError as exc:  # a non-loopback host without --allow-remote
-        fail("dashboard", f"{exc} (--allow-remote)", EXIT_USAGE)
+    except ValueError as exc:  # a number DashboardServer refuses (checked above: the host)
+        fail("dashboard", str(exc), EXIT_USAGE)
     except OSError as exc:
         fail("dashboard", f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     click.echo(f"mdflow dashboard at {server.url} (Redis {mask_url(resolved)}; Ctrl-C stops it)")

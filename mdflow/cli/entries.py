@@ -64,6 +64,7 @@ __all__ = [
 _MAX_ROWS = 20
 _MAX_COLUMNS = 12
 _MAX_TEXT = 300
+_MAX_JSON_ROWS = 100_000
 
 
 def local_time(when: datetime.datetime) -> str:
@@ -87,7 +88,17 @@ def _scalar(value: Any) -> str:
         return value
     if isinstance(value, bytes):
         return repr(value)  # escaped: control bytes never reach the terminal raw
-    return repr(value) if isinstance(value, (list, tuple, dict, set)) else str(value)
+    return _shown(value, repr if isinstance(value, (list, tuple, dict, set)) else str)
+
+
+def _shown(value: Any, how: Any = str) -> str:
+    """``str(value)`` (or ``repr``); an object that cannot be shown says so instead of raising
+    (a payload from another program may hold one, and one entry must not stop a listing)."""
+    try:
+        text: str = how(value)
+    except Exception as exc:  # noqa: BLE001 - any failure of a foreign object's __str__
+        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}: {exc}>"
+    return text
 
 
 def _cell(value: Any) -> Text:
@@ -253,11 +264,19 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return str(value)
     if kind == "DataFrame":
-        return {
+        # A frame without columns may have a RangeIndex of any length (pandas keeps it as
+        # start/stop/step: a few bytes on the wire can declare 2**63 rows); JSON gets the first
+        # _MAX_JSON_ROWS and says how many there were.
+        shown = value.iloc[:_MAX_JSON_ROWS]
+        out: dict[str, Any] = {
             "columns": [jsonable(c) for c in value.columns],
-            "index": [jsonable(i) for i in value.index],
-            "data": [[jsonable(v) for v in row] for row in value.itertuples(index=False)],
+            "index": [jsonable(i) for i in shown.index],
+            # plain tuples: named ones would be built by eval() from the column names
+            "data": [[jsonable(v) for v in row] for row in shown.itertuples(False, None)],
         }
+        if len(value) > _MAX_JSON_ROWS:
+            out["rows"] = len(value)
+        return out
     if kind == "Series":
         return {
             "name": jsonable(value.name),
@@ -268,7 +287,7 @@ def jsonable(value: Any) -> Any:
         return jsonable(value.tolist())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    return str(value)
+    return _shown(value)
 
 
 def _key(key: Any) -> str:

@@ -214,7 +214,7 @@ def _decode_msgpack_field(value: object) -> object:
         return _unpack(value)
     except Exception as exc:
         raise DecodeError(
-            f"field {MSGPACK_FIELD!r} is not valid mdflow msgpack: {_reason(exc)}"
+            f"field {MSGPACK_FIELD!r} is not valid mdflow msgpack: {_reason(exc, value)}"
         ) from exc
 
 
@@ -355,7 +355,7 @@ def decode_message(
                     return _unpack(data[len(MAGIC) :])
                 except Exception as exc:
                     raise DecodeError(
-                        f"message is not valid mdflow msgpack: {_reason(exc)}"
+                        f"message is not valid mdflow msgpack: {_reason(exc, data[len(MAGIC) :])}"
                     ) from exc
             if codec == "msgpack":
                 raise DecodeError(

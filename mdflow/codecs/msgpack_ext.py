@@ -495,9 +495,24 @@ def _unpack(data: bytes | bytearray | memoryview) -> object:
     return _unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook, timestamp=3)
 
 
-def _reason(exc: BaseException) -> str:
+_TOO_LONG = re.compile(r"-?\d+ exceeds max_(map|array|str|bin|ext)_len\(\d+\)")
+
+
+def _reason(exc: BaseException, data: object = None) -> str:
+    """Why ``data`` did not unpack, in words (msgpack's own messages are terse)."""
+    size = f"{len(data)} bytes" if isinstance(data, (bytes, bytearray, memoryview)) else "data"
     if isinstance(exc, _Invalid):
         text = str(exc)
+    elif isinstance(exc, UnicodeDecodeError):
+        text = f"text that is not {exc.encoding} ({exc.reason} at byte {exc.start} of a str)"
+    elif isinstance(exc, msgpack.FormatError):  # (its message is empty)
+        text = f"a byte that starts no msgpack value (FormatError; {size} in all)"
+    elif isinstance(exc, msgpack.ExtraData):
+        text = f"trailing bytes after a complete value (ExtraData; {size} in all)"
+    elif str(exc) == "Unpack failed: incomplete input":
+        text = "no data (empty)" if size == "0 bytes" else f"truncated: {size} end inside a value"
+    elif _TOO_LONG.fullmatch(str(exc)):
+        text = f"truncated or corrupt: a declared length runs past the end of its {size} ({exc})"
     else:
         text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 200 else text[:197] + "..."
@@ -520,4 +535,4 @@ def unpack(data: bytes | bytearray | memoryview) -> object:
     except Exception as exc:  # untrusted bytes: any failure is a DecodeError
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise DecodeError(f"expected bytes, got {describe(data)}") from None
-        raise DecodeError(f"not valid mdflow msgpack: {_reason(exc)}") from exc
+        raise DecodeError(f"not valid mdflow msgpack: {_reason(exc, data)}") from exc

@@ -29,6 +29,7 @@ block of raw bytes::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
@@ -78,6 +79,7 @@ _SEP = "\x00"
 _DTYPES: dict[str, np.dtype] = {}
 _PD_DTYPES: dict[str, np.dtype | ExtensionDtype] = {}
 _TZ_DTYPES: dict[tuple[str, str], pd.DatetimeTZDtype] = {}
+_MAX_EMPTY_ITEMS = 1 << 16  # elements of a zero-size dtype ("V0") an array may declare
 
 
 # --- numpy -------------------------------------------------------------------------------------
@@ -109,11 +111,18 @@ def _dtype(text: object, kinds: str = _RAW_KINDS + "USV") -> np.dtype:
     return dtype
 
 
+# The pandas dtype names the wire carries: "string", "str", "string[python]", "Int64",
+# "boolean", "period[15min]", "period[W-SUN]"... No "/", ":" or ".": pandas resolves a name
+# such as "datetime64[ns, dateutil//etc/passwd]" by reading that file as a time zone.
+_PD_DTYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\[\], -]*")
+
+
 def _pd_dtype(name: object) -> np.dtype | ExtensionDtype:
-    """``pandas_dtype(name)`` for a dtype name read from the wire (cached; never evaluated)."""
+    """``pandas_dtype(name)`` for a dtype name read from the wire (cached; never evaluated,
+    and only names made of letters, digits, ``_[], -``: no path reaches pandas)."""
     dtype = _PD_DTYPES.get(name) if isinstance(name, str) else None
     if dtype is None:
-        if not isinstance(name, str) or len(name) > 60:
+        if not isinstance(name, str) or len(name) > 60 or not _PD_DTYPE_NAME.fullmatch(name):
             raise _Invalid(f"bad dtype {describe(name)}")
         try:
             dtype = pandas_dtype(name)
@@ -133,8 +142,19 @@ def _from_raw(raw: object, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarra
     if size * dtype.itemsize != len(raw):
         raise _Invalid(f"{len(raw)} bytes do not fill shape {shape} of {dtype.str}")
     if dtype.itemsize == 0:
+        # no bytes to check the shape against: a few bytes could declare 10**12 elements
+        if size > _MAX_EMPTY_ITEMS:
+            most = _MAX_EMPTY_ITEMS
+            raise _Invalid(f"{size} elements of zero bytes ({dtype.str}); at most {most}")
         return np.zeros(shape, dtype)
-    return np.frombuffer(raw, dtype).reshape(shape).copy()  # a writable copy
+    arr = np.frombuffer(raw, dtype).reshape(shape).copy()  # a writable copy
+    if dtype.kind in "mM" and np.datetime_data(dtype)[0] == "generic" and not np.isnat(arr).all():
+        # only NaT exists without a unit: any other value cannot even be printed
+        raise _Invalid(f"{dtype.str} without a unit holds values other than NaT")
+    if dtype.kind == "U" and arr.size and int(arr.view(dtype.byteorder + "u4").max()) > 0x10FFFF:
+        # UCS-4 beyond Unicode: numpy keeps it, but no str can be made of it (SystemError)
+        raise _Invalid(f"{dtype.str} holds a code point beyond U+10FFFF")
+    return arr
 
 
 def _enc_ndarray(arr: np.ndarray) -> msgpack.ExtType:
@@ -472,6 +492,10 @@ def _dec_index(data: bytes) -> pd.Index:
     kind = spec[0] if spec else None
     if kind == "range" and len(spec) == 5:
         start, stop, step = _check_ints(spec[1:4], 3, "RangeIndex")
+        try:  # pandas takes a range whose length is beyond a C ssize_t; len() then raises
+            len(range(start, stop, step))
+        except (OverflowError, ValueError):
+            raise _Invalid(f"bad RangeIndex {describe(spec[1:4])}") from None
         return pd.RangeIndex(start, stop, step, name=spec[4])
     if kind == "multi" and len(spec) == 4:
         levels, codes, names = (_list(v, "MultiIndex") for v in spec[1:])

@@ -11,10 +11,11 @@ Status in Redis
 ---------------
 With ``redis_url`` (or ``publish_status=True``) each check also writes a
 snapshot to the hash ``mdflow:collectors:{name}``: one field per collector
-holding its :meth:`~mdflow.collectors.node.collector.get_status` dict as JSON
-(plus ``"enabled"``), and ``updated_at`` (ISO-8601 UTC). The key expires
-after ``max(60, 10 * global_health_check_interval)`` seconds without an
-update, so a dead manager's snapshot disappears. :func:`published_status`
+holding :meth:`CollectorManager.get_collector_status` as JSON (its
+:meth:`~mdflow.collectors.node.collector.get_status` dict plus ``"enabled"``,
+``"manager_restarts"`` and the health ``"issues"``), and ``updated_at``
+(ISO-8601 UTC). The key expires after ``max(60, 10 * global_health_check_interval)``
+seconds without an update, so a dead manager's snapshot disappears. :func:`published_status`
 reads it back from any process.
 """
 
@@ -115,7 +116,6 @@ class CollectorManager:
         self._url = resolve_url(redis_url) if self.publish_status else None
         self.status_key = STATUS_KEY.format(name=name)
         self._entries: dict[str, _Entry] = {}
-        self._removed: set[str] = set()
         # the health loop and the event that asks it to end: made and dropped together
         self._health: tuple[asyncio.Task[None], asyncio.Event] | None = None
         self._redis: redis.asyncio.Redis | None = None
@@ -152,7 +152,6 @@ class CollectorManager:
         self._entries[name] = _Entry(
             node, check_flag(enabled, "CollectorManager.add_collector", "enabled")
         )
-        self._removed.discard(name)
         if enabled and self.running:
             node.start()
         logger.info(
@@ -166,7 +165,6 @@ class CollectorManager:
         if entry is None:
             return False
         entry.node.stop()
-        self._removed.add(name)
         logger.info("%s: removed collector %r", self.name, name)
         return True
 
@@ -317,22 +315,23 @@ class CollectorManager:
                 await asyncio.wait_for(stopping.wait(), self.global_health_check_interval)
 
     async def _publish(self, conn: redis.asyncio.Redis) -> None:
+        # The same view as get_collector_status: a remote reader sees the manager's restarts
+        # and the health issues too (a status alone does not say "heartbeat stale").
         fields: dict[FieldT, EncodableT] = {
-            name: json.dumps({**entry.node.get_status(), "enabled": entry.enabled})
-            for name, entry in self._entries.items()
+            name: json.dumps(self._collector_status(entry)) for name, entry in self._entries.items()
         }
         fields["updated_at"] = _now_iso()
-        # Only what this publish deletes is forgotten: a collector removed while it is under
-        # way (its HSET above may even carry it) is deleted by the next publish.
-        removed = set(self._removed)
+        # Each publish replaces the whole hash (DEL + HSET in one MULTI/EXEC): the hash is
+        # exactly this snapshot, whatever became of earlier publishes (failed, retried, or
+        # still on their way), so a removed collector is gone after the next one. (Deleting
+        # removed names once, with HDEL, left them there for good whenever a write that
+        # still carried the name landed after that HDEL.)
         try:
             async with conn.pipeline(transaction=True) as pipe:
-                if removed:
-                    pipe.hdel(self.status_key, *removed)
+                pipe.delete(self.status_key)
                 pipe.hset(self.status_key, mapping=fields)
                 pipe.expire(self.status_key, int(max(60, 10 * self.global_health_check_interval)))
                 await pipe.execute()
-            self._removed -= removed
         except CONNECTION_ERRORS as exc:
             self._stats["publish_errors"] += 1
             logger.warning(
@@ -344,14 +343,21 @@ class CollectorManager:
 
     # --- status -----------------------------------------------------------------------------
     def get_collector_status(self, name: str) -> dict[str, Any] | None:
-        """One collector's ``get_status()`` plus ``enabled`` (None if unknown)."""
+        """One collector's ``get_status()`` plus ``enabled``, ``manager_restarts`` and ``issues``.
+
+        ``issues`` is the list from its ``get_health_status()`` (empty when healthy);
+        None if there is no collector by that name.
+        """
         entry = self._entries.get(name)
-        if entry is None:
-            return None
+        return None if entry is None else self._collector_status(entry)
+
+    @staticmethod
+    def _collector_status(entry: _Entry) -> dict[str, Any]:
         return {
             **entry.node.get_status(),
             "enabled": entry.enabled,
             "manager_restarts": entry.restarts,
+            "issues": entry.node.get_health_status()["issues"],
         }
 
     def list_collectors(self) -> list[str]:

@@ -188,7 +188,9 @@ class SimulatedExchange:
     ``ex.stop_thread()``, or ``with``). It listens on ``host`` at a free
     port unless ``port`` is given; :attr:`url` says where. The protocol is
     in the module docs. Faults on command, callable from any thread:
-    :meth:`stall`, :meth:`drop_connections`, :meth:`send_garbage`.
+    :meth:`stall`, :meth:`drop_connections`, :meth:`send_garbage`. To go away
+    for good, stop it (:meth:`stop` / :meth:`stop_thread`): open connections
+    are closed and new ones refused until it starts again.
 
     Parameters
     ----------
@@ -346,15 +348,25 @@ class SimulatedExchange:
     # --- faults on command ------------------------------------------------------------------
     def stall(self, seconds: float) -> None:
         """Send no market data for ``seconds`` (connections stay open and answer pings)."""
-        self._stalled_until = time.monotonic() + float(seconds)
+        seconds = check_seconds(seconds, "SimulatedExchange.stall", "seconds")
+        self._stalled_until = time.monotonic() + seconds
 
     def drop_connections(self) -> None:
         """Abort every client connection (TCP reset, no close handshake)."""
         self._soon(self._drop)
 
     def send_garbage(self, n: int = 1) -> None:
-        """Send ``n`` malformed frames to every client (bad JSON, unknown types, bad fields)."""
-        self._soon(self._garbage, int(n))
+        """Send ``n`` malformed frames to every client (bad JSON, unknown types, bad fields).
+
+        They are queued behind the frames already waiting, in this order, repeated:
+        text that is not JSON, a ticker without its fields, a JSON array, an unknown
+        ``type``, a trade with fields missing and a price that is not a number. A
+        collector counts each in ``parse_errors`` and carries on.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            msg = f"SimulatedExchange.send_garbage: n must be an int >= 1; got {describe(n)}"
+            raise ConfigError(msg)
+        self._soon(self._garbage, n)
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -68,6 +68,11 @@ class SupervisedSource(Source):
         self._failure: str | None = None
         self._wake: asyncio.Event | None = None
         self._backoff = Backoff(self._backoff_base, self._backoff_cap)
+        # Set up again before the next cycle (at start, after a lost connection). A flag of its
+        # own, not the state: the node's writers and ackers share its status and set it back to
+        # "running" when one of their writes goes through, before the loop has set up again
+        # (an outlet then skipped the replay of reads whose replies were lost with Redis).
+        self._needs_setup = True
         super().__init__(start=start, **on_current_loop(kwargs))
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -78,6 +83,7 @@ class SupervisedSource(Source):
         self.stopped = False
         self.started = True
         self._generation += 1
+        self._needs_setup = True
         self._failure = None
         self._status.failure = None
         self._status.state = "starting"
@@ -152,10 +158,12 @@ class SupervisedSource(Source):
                 await asyncio.wait({previous})
             while not self.stopped and generation == self._generation:
                 try:
-                    if self._status.state in ("starting", "reconnecting"):
+                    if self._needs_setup or self._status.state in ("starting", "reconnecting"):
+                        self._needs_setup = True  # (until _setup went through)
                         await self._setup()
                         if self._failure is not None:
                             break  # _setup called fail()
+                        self._needs_setup = False
                         self._status.state = "running"
                     await self._cycle()
                     self._backoff.reset()
@@ -182,6 +190,7 @@ class SupervisedSource(Source):
         if reconnect:
             self._status.incr("reconnects")
             self._status.state = "reconnecting"
+            self._needs_setup = True
             logger.warning(
                 "%s: Redis connection lost (%s); reconnect attempt %d in %.2fs",
                 node_name(self),

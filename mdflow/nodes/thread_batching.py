@@ -11,9 +11,12 @@ bulk (``written``), their failures logged and counted as errors.
 
 Failures follow :class:`~mdflow.nodes.Batcher`: a flush that fails because Redis
 went away is retried with backoff until it succeeds (the node is
-``reconnecting`` meanwhile); refused credentials and other errors fail the
-batch; :meth:`ThreadBatcher.close` fails what is still queued with
-``CancelledError``.
+``reconnecting`` meanwhile); items Redis refuses for lack of memory (``OOM``)
+are retried until it has memory again (the node is ``paused``); refused
+credentials and other errors fail the batch; :meth:`ThreadBatcher.close` fails
+what is still queued with ``CancelledError``. The failures of items submitted
+without ``done`` are kept for :meth:`ThreadBatcher.take_failures`: the sink
+raises them to the script that emitted.
 
 Examples
 --------
@@ -45,7 +48,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..reservoir import Backoff, mask_text
-from .flushing import flush_failed, flush_succeeded
+from ..reservoir.limits import is_out_of_memory
+from .flushing import (
+    Pause,
+    flush_failed,
+    flush_succeeded,
+    out_of_memory_reason,
+    refused_for_memory,
+)
 from .status import NodeStatus
 
 __all__ = ["ThreadBatcher"]
@@ -53,6 +63,8 @@ __all__ = ["ThreadBatcher"]
 logger = logging.getLogger(__name__)
 
 SyncFlushFn = Callable[[Sequence[Any]], Sequence[Any]]
+#: Failures of items submitted without ``done`` kept for take_failures() (the oldest dropped).
+MAX_KEPT_FAILURES = 1000
 
 
 class ThreadBatcher:
@@ -69,13 +81,27 @@ class ThreadBatcher:
         Where reconnects and errors are counted.
     max_batch : int
         Largest batch sent in one round trip.
+    explain : callable, optional
+        Given an ``OOM`` refusal, says how full Redis is (for the pause reason); runs on
+        the writer thread.
     """
 
-    def __init__(self, flush: SyncFlushFn, name: str, status: NodeStatus, max_batch: int = 1000):
+    def __init__(
+        self,
+        flush: SyncFlushFn,
+        name: str,
+        status: NodeStatus,
+        max_batch: int = 1000,
+        explain: Callable[[BaseException], str] | None = None,
+    ):
         self._flush_fn = flush
         self._name = name
         self._status = status
         self._max_batch = max_batch
+        self._explain = explain
+        self._pause = Pause(status, name)
+        # failures of items submitted without `done` (no one was told): for take_failures()
+        self._failures: deque[tuple[Any, BaseException]] = deque(maxlen=MAX_KEPT_FAILURES)
         self._items: deque[tuple[Any, Callable[[Any], None] | None]] = deque()
         self._wake = threading.Event()
         self._idle = threading.Condition()
@@ -105,6 +131,18 @@ class ThreadBatcher:
         self._items.append((item, done))
         if not self._wake.is_set():
             self._wake.set()
+
+    def take_failures(self) -> list[tuple[Any, BaseException]]:
+        """Items submitted without ``done`` whose writes failed since the last call, with
+        their errors (at most the last :data:`MAX_KEPT_FAILURES`)."""
+        taken = []
+        while self._failures:
+            taken.append(self._failures.popleft())
+        return taken
+
+    def has_failures(self) -> bool:
+        """Is there anything for :meth:`take_failures`?"""
+        return bool(self._failures)
 
     def unowned(self) -> int:
         """Items submitted without ``done`` that are not delivered yet."""
@@ -159,7 +197,7 @@ class ThreadBatcher:
             batch = [items.popleft() for _ in range(count)]
             results = self._flush_with_retry([item for item, _ in batch])
             written = unowned = 0
-            for (_, done), result in zip(batch, results, strict=True):
+            for (item, done), result in zip(batch, results, strict=True):
                 if done is not None:
                     self._deliver(done, result)
                     continue
@@ -167,6 +205,8 @@ class ThreadBatcher:
                 if isinstance(result, BaseException):
                     self._status.error(result)
                     logger.error("%s: a write failed: %s", self._name, mask_text(str(result)))
+                    if not isinstance(result, asyncio.CancelledError):
+                        self._failures.append((item, result))
                 else:
                     written += 1
             if written:
@@ -177,6 +217,37 @@ class ThreadBatcher:
                 self._idle.notify_all()
 
     def _flush_with_retry(self, items: list[Any]) -> Sequence[Any]:
+        """Flush; retry the whole batch while Redis is away, and the items it refused for
+        lack of memory (``OOM``) until it has memory again (paused meanwhile)."""
+        results = self._flush_until_sent(items)
+        full = refused_for_memory(results)
+        if not full:
+            if self._pause.active:
+                self._pause.end()
+            return results
+        results = list(results)
+        while full and not self.closed:
+            oom = results[full[0]]
+            if self._pause.active and self._status.pause_reason:
+                reason = self._status.pause_reason
+            else:
+                report = self._explain(oom) if self._explain is not None else ""
+                reason = out_of_memory_reason(oom, report)
+            self._closing.wait(self._pause.begin(reason, len(full)))  # (close() ends the wait)
+            if self.closed:
+                break
+            again = self._flush_until_sent([items[i] for i in full])
+            for i, result in zip(full, again, strict=True):
+                results[i] = result
+            full = [i for i in full if is_out_of_memory(results[i])]
+        if full:  # closed while paused
+            for i in full:
+                results[i] = asyncio.CancelledError("the writer was closed")
+        else:
+            self._pause.end()
+        return results
+
+    def _flush_until_sent(self, items: list[Any]) -> Sequence[Any]:
         while True:
             try:
                 results = self._flush_fn(items)

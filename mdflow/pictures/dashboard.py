@@ -33,7 +33,7 @@ from typing import Any
 from streamz import Stream
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from ..errors import ConfigError, RedisUnavailable
+from ..errors import ConfigError, RedisAccessDenied, RedisUnavailable
 from ..reservoir import mask_url
 from ..reservoir import redis_url as resolve_url
 from .health import COLOURS, Sampler
@@ -104,7 +104,7 @@ def snapshot_provider(
 def _inspect_quietly(url: str, pattern: str) -> tuple[SystemView | None, str | None]:
     try:
         return inspect(url, pattern), None
-    except RedisUnavailable as exc:
+    except (RedisUnavailable, RedisAccessDenied) as exc:  # shown on the page, not fatal
         return None, str(exc).splitlines()[0]
 
 

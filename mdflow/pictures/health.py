@@ -65,7 +65,7 @@ RATE_COUNTER = {
 }
 
 _RECENT_ERROR = 10.0  # seconds: an error this recent makes a node "failing"
-_LAGGING_STATES = {"starting", "reconnecting", "restarting", "unhealthy", "connecting"}
+_LAGGING_STATES = {"starting", "reconnecting", "restarting", "unhealthy", "connecting", "paused"}
 _FAILING_STATES = {"failed", "error"}
 _STOPPED_STATES = {"stopped", "stopping"}
 

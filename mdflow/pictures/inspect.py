@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -46,7 +47,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from ..errors import RedisUnavailable
-from ..reservoir import CONNECTION_ERRORS, mask_text, mask_url
+from ..reservoir import CONNECTION_ERRORS, mask_text, mask_url, translate_error
 from ..reservoir import redis_url as resolve_url
 from .describe import KINDS
 from .health import fill_bar, fill_colour
@@ -215,6 +216,8 @@ def inspect(redis_url: str | None = None, pattern: str = "*") -> SystemView:
     ------
     RedisUnavailable
         Redis did not answer within a few seconds (the message masks the password).
+    RedisAccessDenied
+        An ACL user without a command inspect needs (it says which).
 
     Examples
     --------
@@ -241,6 +244,8 @@ def inspect(redis_url: str | None = None, pattern: str = "*") -> SystemView:
             return _inspect(conn, url, pattern)
         except CONNECTION_ERRORS as exc:
             raise _unavailable(url, exc) from None
+        except redis.exceptions.NoPermissionError as exc:  # an ACL user without a command
+            raise translate_error(exc, url) from None
     finally:
         conn.close()
 
@@ -392,7 +397,10 @@ def _graphs(conn: redis.Redis, now: float, errors: list[str]) -> list[dict[str, 
             continue  # expired since the SCAN
         try:
             doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise TypeError(f"a JSON {type(doc).__name__}, not an object")
             topo = doc["topology"]
+            _check_topology(topo)
             nodes = [n for n in topo["nodes"].values() if not n.get("reservoir")]
             out.append(
                 {
@@ -409,9 +417,82 @@ def _graphs(conn: redis.Redis, now: float, errors: list[str]) -> list[dict[str, 
                     "topology": topo,
                 }
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            errors.append(f"{_text(key)}: not a topology document ({type(exc).__name__}: {exc})")
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            why = mask_text(f"{type(exc).__name__}: {exc}")[:300]
+            errors.append(f"{_text(key)}: not a topology document ({why})")
     return out
+
+
+# What a published topology may hold, checked before it is merged and drawn: any client that
+# can SET a key can publish one, and its words go into DOT attributes (unquoted: shape, fill,
+# colour, classes) and an SVG that the dashboard shows in a browser.
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")  # a DOT ID: shape is written unquoted
+_COLOUR = re.compile(r"#[0-9A-Fa-f]{3,8}|[A-Za-z]{1,30}")
+_NODE_FIELDS: dict[str, tuple[type, ...]] = {
+    "label": (list,),
+    "info": (list,),
+    "overlay": (dict,),
+    "status": (dict,),
+}
+_EDGE_FIELDS: dict[str, tuple[type, ...]] = {
+    "text": (str,),
+    "lag": (int,),
+    "pending": (int,),
+}
+
+
+def _check_topology(topo: object) -> None:
+    """Raise TypeError/ValueError (saying what) unless ``topo`` has the shape of a topology."""
+    if not isinstance(topo, dict):
+        raise TypeError("'topology' is not an object")
+    nodes, edges = topo.get("nodes"), topo.get("edges")
+    if not isinstance(nodes, dict) or not isinstance(edges, list):
+        raise TypeError("'topology' needs an object 'nodes' and a list 'edges'")
+    for node_id, node in nodes.items():
+        if not isinstance(node, dict):
+            raise TypeError(f"node {node_id!r} is not an object")
+        _check_fields(node, _NODE_FIELDS, f"node {node_id!r}")
+        for name in ("kind", "shape"):
+            _check_word(node.get(name), _WORD, f"node {node_id!r} {name}")
+        _check_word(node.get("fill"), _COLOUR, f"node {node_id!r} fill")
+        overlay = node.get("overlay") or {}
+        if overlay and not isinstance(overlay.get("health"), str):
+            raise TypeError(f"node {node_id!r}: an overlay without a health")
+        _check_word(overlay.get("health"), _WORD, f"node {node_id!r} health")
+        counts, rate = overlay.get("counts") or {}, overlay.get("rate")
+        if not isinstance(counts, dict) or not all(_is_number(v) for v in counts.values()):
+            raise TypeError(f"node {node_id!r}: overlay counts is not an object of numbers")
+        if rate is not None and not _is_number(rate):
+            raise TypeError(f"node {node_id!r}: overlay rate is {type(rate).__name__}")
+        inflight = (node.get("status") or {}).get("max_inflight")
+        if inflight is not None and (not isinstance(inflight, int) or inflight < 0):
+            raise TypeError(f"node {node_id!r}: max_inflight is {inflight!r}")
+    for edge in edges:
+        if not isinstance(edge, dict):
+            raise TypeError(f"an edge is {type(edge).__name__}, not an object")
+        _check_fields(edge, _EDGE_FIELDS, "an edge")
+        if not all(isinstance(edge.get(name), str) for name in ("src", "dst", "kind")):
+            raise TypeError("an edge without a str src, dst and kind")
+        if "fill" in edge and not _is_number(edge["fill"]):
+            raise TypeError(f"an edge's fill is {type(edge['fill']).__name__}")
+        _check_word(edge["kind"], _WORD, "an edge's kind")
+        _check_word(edge.get("colour"), _COLOUR, "an edge's colour")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_fields(item: dict[str, Any], fields: dict[str, tuple[type, ...]], what: str) -> None:
+    for name, types in fields.items():
+        value = item.get(name)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise TypeError(f"{what}: {name} is {type(value).__name__}")
+
+
+def _check_word(value: object, pattern: re.Pattern[str], what: str) -> None:
+    if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+        raise ValueError(f"{what} is {str(value)[:40]!r}")
 
 
 def _collectors(conn: redis.Redis, errors: list[str]) -> list[dict[str, Any]]:
@@ -434,7 +515,7 @@ def _collectors(conn: redis.Redis, errors: list[str]) -> list[dict[str, Any]]:
                 continue
             try:
                 collectors[field_name] = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 errors.append(f"{_text(key)}: field {field_name!r} is not JSON")
         entry["collectors"] = collectors
         out.append(entry)

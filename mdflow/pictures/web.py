@@ -24,6 +24,10 @@ Routes:
 * ``GET /events`` — ``text/event-stream``: one ``data:`` line of JSON per snapshot and a
   ``: ping`` comment when nothing was sent for ``ping_interval`` seconds.
 
+The server only reads: every route answers GET and HEAD (HEAD: the headers alone, no
+snapshot taken); other methods get 405 with ``Allow: GET, HEAD``, other paths 404. Every
+string of every snapshot is sent with its passwords masked, whatever the provider returned.
+
 A provider that raises (or returns something that is not a dict) does not stop the
 server: the failure is logged once per distinct message and shown on the page as an
 ``errors`` entry beside the last good snapshot.
@@ -73,9 +77,16 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from ..reservoir import mask_text
 from .web_routes import STATIC, Client, routes, to_json
 
-__all__ = ["HEADLESS_CHROMIUM_FLAGS", "DashboardServer", "Provider", "serve_in_thread"]
+__all__ = [
+    "HEADLESS_CHROMIUM_FLAGS",
+    "DashboardServer",
+    "Provider",
+    "is_loopback",
+    "serve_in_thread",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +115,17 @@ _MAX_ERROR_TEXT = 300
 _MAX_LOGGED_MESSAGES = 256
 
 
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, IPv6 possibly in brackets) is this machine."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 possibly in brackets) is this machine.
+
+    Only names and addresses that are loopback for sure count: ``0.0.0.0``, ``::``,
+    an empty host (all interfaces) and names that merely resolve to this machine do not.
+
+    Examples
+    --------
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "[::1]", "0.0.0.0", "", "10.0.0.5")]
+    [True, True, True, False, False, False]
+    """
     host = host.strip().lower()
     if host in _LOOPBACK_NAMES:
         return True
@@ -113,6 +133,9 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_is_loopback = is_loopback  # the name tests/pictures/test_web.py uses
 
 
 def _read_static() -> dict[str, bytes]:
@@ -185,7 +208,7 @@ class DashboardServer:
         max_queue: int = 8,
         provider_timeout: float = 30.0,
     ) -> None:
-        if not allow_remote and not _is_loopback(host):
+        if not allow_remote and not is_loopback(host):
             raise ValueError(
                 f"host {host!r} is not a loopback address: pass allow_remote=True to serve "
                 "other machines (the dashboard has no authentication)"
@@ -498,7 +521,7 @@ class DashboardServer:
 
     def _render_page(self) -> bytes:
         page = self._files["dashboard.html"].decode("utf-8")
-        title = html.escape(self.title or "", quote=True)
+        title = html.escape(mask_text(self.title or ""), quote=True)
         page = page.replace("{{title}}", title or "mdflow dashboard")
         page = page.replace("{{data_title}}", title)
         page = page.replace("{{interval}}", f"{self.interval:g}")
@@ -509,7 +532,7 @@ class DashboardServer:
         if self.allow_remote:
             return True
         name = handler.request.host_name
-        return _is_loopback(name) or name == self.host.lower()
+        return is_loopback(name) or name == self.host.lower()
 
     @staticmethod
     def _log_request(handler: tornado.web.RequestHandler) -> None:

@@ -2,7 +2,9 @@
 
 :class:`~.web.DashboardServer` owns the snapshots; this module answers
 requests for them: ``/`` (the page), ``/static/<file>``, ``/snapshot.json``
-and ``/events`` (server-sent events), every answer with security headers.
+and ``/events`` (server-sent events), every answer with security headers. Only GET
+and HEAD are answered (405 and ``Allow: GET, HEAD`` for the rest; 404 for other paths),
+and no password leaves in a snapshot (:func:`to_json` masks every string).
 
 Examples
 --------
@@ -20,6 +22,8 @@ from typing import Any, Protocol
 
 import tornado.web
 from tornado.iostream import StreamClosedError
+
+from ..reservoir import mask_text
 
 __all__ = ["CONTENT_SECURITY_POLICY", "STATIC", "Client", "Serving", "routes", "to_json"]
 
@@ -65,8 +69,25 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _masked(value: Any) -> Any:
+    """``value`` with every password in every string (keys too) masked."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {_masked(key): _masked(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item) for item in value]
+    return value
+
+
 def to_json(snapshot: dict[str, Any]) -> str:
-    """One line of JSON (``json.dumps`` escapes newlines inside strings)."""
+    """One line of JSON (``json.dumps`` escapes newlines inside strings), passwords masked.
+
+    Everything a page receives passes here: whatever a provider returns (a stream or
+    consumer name, an error text, a status another process published), no password
+    in it reaches the page.
+    """
+    snapshot = _masked(snapshot)
     try:
         return json.dumps(snapshot, allow_nan=False, ensure_ascii=False)
     except ValueError:
@@ -94,6 +115,10 @@ class Client:
 
 
 class _Handler(tornado.web.RequestHandler):
+    # Read-only: nothing served here changes anything (in Redis or in the server), so only
+    # GET and HEAD are answered; tornado refuses the other methods with 405 before prepare()
+    # and the Allow header says what is allowed (RFC 9110).
+    SUPPORTED_METHODS = ("GET", "HEAD")
     server: Serving
 
     def initialize(self, server: Serving) -> None:
@@ -107,6 +132,7 @@ class _Handler(tornado.web.RequestHandler):
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cross-Origin-Resource-Policy", "same-origin")
         self.set_header("Cache-Control", "no-cache")
+        self.set_header("Allow", "GET, HEAD")
 
     def prepare(self) -> None:
         if not self.server._check_host(self):
@@ -118,11 +144,15 @@ class _PageHandler(_Handler):
         self.set_header("Content-Type", STATIC["dashboard.html"])
         self.finish(self.server._page)
 
+    head = get  # tornado sends the headers (and Content-Length) without the body
+
 
 class _StaticHandler(_Handler):
     def get(self, name: str) -> None:
         self.set_header("Content-Type", STATIC[name])
         self.finish(self.server._files[name])
+
+    head = get
 
 
 class _SnapshotHandler(_Handler):
@@ -131,6 +161,11 @@ class _SnapshotHandler(_Handler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(data)
+
+    def head(self) -> None:  # the headers only: no snapshot is taken for them
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish()
 
 
 class _EventsHandler(_Handler):
@@ -167,9 +202,23 @@ class _EventsHandler(_Handler):
         finally:
             server._disconnect(client)
 
+    def head(self) -> None:  # the headers only: no page is connected by them
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish()
+
     def on_connection_close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+class _NotFoundHandler(_Handler):
+    """Any other path: 404 (405 for other methods), with the same headers and Host check."""
+
+    def get(self, path: str) -> None:
+        raise tornado.web.HTTPError(404)
+
+    head = get
 
 
 def routes(server: Serving) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
@@ -180,4 +229,5 @@ def routes(server: Serving) -> list[tuple[str, type[tornado.web.RequestHandler],
         (r"/static/(dashboard\.js|dashboard\.css)", _StaticHandler, args),
         (r"/snapshot\.json", _SnapshotHandler, args),
         (r"/events", _EventsHandler, args),
+        (r"(.*)", _NotFoundHandler, args),
     ]

@@ -10,8 +10,11 @@ data: an idle channel costs nothing and the first message after a silence is
 delivered as fast as the rest (no sleep back-off); ``stop()`` interrupts an
 idle read, so it is prompt. A lost connection is re-established with
 backoff and every subscription is renewed (counted as ``reconnects`` /
-``restarts`` in ``status()``). Publishing and caching live in
-:mod:`mdflow.pubsub.publish`.
+``restarts`` in ``status()``). A connection that stays open but goes silent
+(a stalled network) is found by PINGs: after ``3 x socket_timeout`` of silence
+(15 s by default; the URL's ``?socket_timeout=`` sets it) the node PINGs, and
+reconnects when no answer comes within ``socket_timeout``. Publishing and
+caching live in :mod:`mdflow.pubsub.publish`.
 
 Examples
 --------
@@ -42,12 +45,19 @@ from ..nodes import NodeStatus, SupervisedSource, node_name
 from ..record import Record
 from ..reservoir import mask_text, new_client
 from ..reservoir import redis_url as resolve_url
+from ..reservoir.connection import SOCKET_TIMEOUT, socket_timeout_of
+from ..reservoir.fatal import with_command
 
 __all__ = ["PubSubSource", "check_message_codec", "from_pubsub", "is_pattern"]
 
 logger = logging.getLogger(__name__)
 
 _GLOB = frozenset("*?[")
+# redis-py >= 8 exempts blocking pub/sub reads from socket_timeout; older versions apply it,
+# which would end every silence longer than it: there the subscription gets no socket timeout
+# (the subscribe deadline and the PING watchdog bound every wait instead).
+_READS_EXEMPT = int(redis.__version__.split(".")[0]) >= 8
+_CHECKS = 3  # watchdog checks per liveness interval
 _CHANNELS_EXAMPLE = "'quotes' or ['quotes', 'trades:*'] (glob characters make a pattern)."
 
 
@@ -108,12 +118,15 @@ class PubSubSource(SupervisedSource):
     a raw ``listen()`` costs); ``stop()`` interrupts an idle read. A
     watchdog PINGs a connection that has been silent for
     ``liveness_interval`` seconds and reconnects if no answer comes within
-    another interval, so a half-open connection cannot go unnoticed.
+    another interval, so a half-open or stalled connection cannot go
+    unnoticed; subscribing must be confirmed within one interval too.
     """
 
     _backoff_cap = 2.0
-    #: Seconds of silence before the connection is PINGed (and again before it is given up).
-    liveness_interval = 15.0
+    #: Seconds of silence before the connection is PINGed, and that the PONG may take. None
+    #: (the default): PING after 3 x the socket timeout (15 s), give up after 1 x (see
+    #: :data:`mdflow.reservoir.connection.SOCKET_TIMEOUT`; the URL's ?socket_timeout= sets it).
+    liveness_interval: float | None = None
 
     def _init_subscriptions(
         self, channels: Any, where: str, param: str, redis_url: str | None
@@ -132,9 +145,12 @@ class PubSubSource(SupervisedSource):
         self._stale = False
         self._seen = 0  # replies read: the watchdog's sign of life (no clock calls)
         self._seen_at_check = -1
+        self._silent_checks = 0  # watchdog checks in a row that saw no reply
         self._pinged = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._ping_task: asyncio.Future | None = None
+        self._silence = 3 * SOCKET_TIMEOUT  # seconds before a PING (see liveness_interval)
+        self._answer_within = SOCKET_TIMEOUT  # seconds the PONG may take
 
     def stop(self, grace: float | None = None) -> None:
         """Stop listening; an idle read is interrupted, so this takes effect at once."""
@@ -156,20 +172,44 @@ class PubSubSource(SupervisedSource):
         self._conn = new_client(
             self._url, retry=AsyncRetry(NoBackoff(), 0), health_check_interval=0
         )
+        if self.liveness_interval:
+            self._silence = self._answer_within = self.liveness_interval
+        else:
+            self._answer_within = socket_timeout_of(self._conn) or SOCKET_TIMEOUT
+            self._silence = 3 * self._answer_within
+        if not _READS_EXEMPT:
+            self._conn.connection_pool.connection_kwargs["socket_timeout"] = None
         self._pubsub = self._conn.pubsub()
-        if self._plain:
-            await self._pubsub.subscribe(*self._plain)
-        if self._patterns:
-            await self._pubsub.psubscribe(*self._patterns)
-        await self._confirmed()
+        deadline = max(self._silence, 1.0)
+        try:
+            # a connection that stalls while subscribing would leave no read to time out
+            await asyncio.wait_for(self._subscribe(), deadline)
+        except asyncio.TimeoutError:
+            msg = (
+                f"Redis did not confirm the subscription to {', '.join(self.channels)} "
+                f"within {deadline:g}s"
+            )
+            raise redis.TimeoutError(msg) from None
         if self._status.state == "reconnecting":
             self._status.incr("restarts")
             logger.info("%s: subscribed again to %s", node_name(self), ", ".join(self.channels))
         self._seen_at_check, self._pinged, self._stale = self._seen, False, False
+        self._silent_checks = 0
         self._watchdog = asyncio.get_running_loop().call_later(
-            self.liveness_interval, self._check_alive
+            self._silence / _CHECKS, self._check_alive
         )
         await self._after_subscribe()
+
+    async def _subscribe(self) -> None:
+        try:
+            if self._plain:
+                await self._pubsub.subscribe(*self._plain)
+            if self._patterns:
+                await self._pubsub.psubscribe(*self._patterns)
+            await self._confirmed()
+        except redis.exceptions.NoPermissionError as exc:  # Redis does not say which channel
+            command = "SUBSCRIBE" if self._plain else "PSUBSCRIBE"
+            raise with_command(exc, (command, *self.channels)) from exc
 
     async def _confirmed(self) -> None:
         """Wait until Redis confirmed every subscription: "running" then means "listening".
@@ -210,10 +250,11 @@ class PubSubSource(SupervisedSource):
                 if self._stale:
                     self._stale = False
                     msg = (
-                        f"no answer to PING within {self.liveness_interval:g}s on the "
-                        f"subscription to {', '.join(self.channels)}"
+                        f"no answer to PING within {self._answer_within:g}s on the "
+                        f"subscription to {', '.join(self.channels)}, silent for "
+                        f"{self._silence:g}s before"
                     )
-                    raise redis.ConnectionError(msg) from None
+                    raise redis.TimeoutError(msg) from None
                 return
             finally:
                 self._reading = False
@@ -239,28 +280,35 @@ class PubSubSource(SupervisedSource):
         return name
 
     def _check_alive(self) -> None:
-        """Watchdog, every ``liveness_interval``: PING a silent connection; give it up if the
-        PING is still unanswered at the next check."""
+        """Watchdog: PING a connection silent for ``liveness_interval``; give it up if the
+        PING is still unanswered after the socket timeout (or the interval, if one is set).
+
+        It looks every third of the interval, so a silence is found between 1 and 4/3
+        intervals after it began (a counter of replies read, not a clock, tells silence).
+        """
         if self._pubsub is None or self.stopped:
             return
+        delay = self._silence / _CHECKS
         if not self._reading or self._seen != self._seen_at_check:
             # data flowed, or the reader is busy with the graph: silence is not the connection's
-            self._seen_at_check, self._pinged = self._seen, False
+            self._seen_at_check, self._pinged, self._silent_checks = self._seen, False, 0
         elif not self._pinged:
-            self._pinged = True
-            self._ping_task = asyncio.ensure_future(self._ping(self._pubsub))
+            self._silent_checks += 1
+            if self._silent_checks >= _CHECKS:
+                self._pinged = True
+                self._ping_task = asyncio.ensure_future(self._ping(self._pubsub))
+                delay = self._answer_within
         else:
             logger.warning(
-                "%s: no answer to PING for %.3gs; reconnecting",
+                "%s: no answer to PING within %.3gs (silent for %.3gs before); reconnecting",
                 node_name(self),
-                self.liveness_interval,
+                self._answer_within,
+                self._silence,
             )
             self._stale = True
             self._interrupt_read()
             return
-        self._watchdog = asyncio.get_running_loop().call_later(
-            self.liveness_interval, self._check_alive
-        )
+        self._watchdog = asyncio.get_running_loop().call_later(delay, self._check_alive)
 
     async def _ping(self, pubsub: Any) -> None:
         try:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, overload
 
+from redis.exceptions import NoPermissionError
 from streamz import Stream
 
 from ..checks import check_list_max, check_name, check_ttl
@@ -31,6 +32,7 @@ from ..codecs import encode_message
 from ..nodes import BatchedWriter, PipelinedSink, node_name
 from ..reservoir import client
 from ..reservoir import redis_url as resolve_url
+from ..reservoir.fatal import with_command
 from .listener import check_message_codec
 
 __all__ = ["RedisWriter", "Write", "to_cache", "to_pubsub"]
@@ -99,10 +101,22 @@ class RedisWriter(BatchedWriter):
         """Queue ``write``: a future for its result, or (with ``done``) no future."""
         return self.submit(write, done)
 
+    def _largest(self, write: Write) -> int:  # (checked against proto-max-bulk-len)
+        return len(write.value)
+
+    def _measure(self, write: Write) -> tuple[str, int, str]:
+        target = f"key {write.key!r}" if write.key is not None else f"channel {write.channel!r}"
+        return target, len(write.value), "encoded value"
+
     async def _flush(self, writes: Sequence[Write]) -> list[Any]:
         pipe = client(self._url).pipeline(transaction=False)
         sizes = [write.queue(pipe) for write in writes]
+        commands = [args for args, _ in pipe.command_stack]  # (execute empties the stack)
         replies = await pipe.execute(raise_on_error=False)
+        replies = [  # an ACL refusal names the command and key/channel (Redis names neither)
+            with_command(r, c) if isinstance(r, NoPermissionError) else r
+            for r, c in zip(replies, commands, strict=True)
+        ]
         results: list[Any] = []
         at = 0
         for write, size in zip(writes, sizes, strict=True):
@@ -181,6 +195,7 @@ class to_pubsub(_WriterSink):
     ) -> asyncio.Future[Any] | None:
         channel = self.channel(x) if callable(self.channel) else self.channel
         write = Write(encode_message(x, self.codec), channel=channel)  # EncodeError: to the caller
+        self._check_size(write)  # ElementTooLarge: to the caller
         return self._submit(partial(self._writer.send, write), metadata, f"channel {channel!r}")
 
 
@@ -255,6 +270,7 @@ class to_cache(_WriterSink):
     ) -> asyncio.Future[Any] | None:
         key = self.key(x) if callable(self.key) else self.key
         write = Write(encode_message(x, self.codec), key=key, ttl=self.ttl, list_max=self.list_max)
+        self._check_size(write)  # ElementTooLarge: to the caller
         return self._submit(
             partial(self._writer.send, write), metadata, f"key {key!r}", lambda _: key
         )

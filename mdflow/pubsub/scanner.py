@@ -42,7 +42,7 @@ from ..codecs import decode_message, encode_message
 from ..errors import DecodeError, describe
 from ..nodes import NodeStatus, emit_and_wait, node_name, report_failure
 from ..record import Record
-from ..reservoir import CONNECTION_ERRORS, mask_text
+from ..reservoir import CONNECTION_ERRORS, fatal_reason, mask_text
 from ..reservoir import redis_url as resolve_url
 from .listener import PubSubSource, check_message_codec, note
 from .publish import RedisWriter, Write
@@ -290,6 +290,9 @@ class scanner(PubSubSource):
                 try:
                     await stored
                 except Exception as exc:  # noqa: BLE001 - counted and logged, results dropped
+                    if fatal_reason(exc) is not None:  # an ACL, WRONGTYPE: every write would fail
+                        self.fail(exc)
+                        return
                     self._failed(exc, channel)
                     return
             self._status.incr("published_results", len(results))

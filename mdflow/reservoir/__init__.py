@@ -2,6 +2,8 @@
 
 * :mod:`.urls` — :func:`redis_url` resolves the URL (argument, environment,
   embedded default) and :func:`mask_url` / :func:`mask_text` hide passwords;
+* :mod:`.logmask` — passwords in log records of mdflow's loggers (and of streamz,
+  tornado, asyncio, websockets) are masked, tracebacks included (installed on import);
 * :mod:`.server` — :class:`RedisServer`, a real ``redis-server`` process (the
   embedded default, and the test harness's servers);
 * :mod:`.connection` — shared ``redis.asyncio`` clients, walrus databases,
@@ -30,7 +32,15 @@ from .connection import (
     wait_available,
 )
 from .fatal import fatal_reason, is_auth_failure, is_fatal
-from .server import RedisServer, binary_version, find_redis_server, free_port
+from .logmask import install as _install_log_masking
+from .server import (
+    RedisServer,
+    TlsFiles,
+    binary_version,
+    find_redis_server,
+    free_port,
+    supports_tls,
+)
 from .shared import (
     SharedServer,
     SharedServerStatus,
@@ -41,6 +51,8 @@ from .shared import (
 )
 from .urls import embedded_server, mask_text, mask_url, redis_url
 
+_install_log_masking()
+
 __all__ = [
     "CONNECTION_ERRORS",
     "Backoff",
@@ -48,6 +60,7 @@ __all__ = [
     "RedisServer",
     "SharedServer",
     "SharedServerStatus",
+    "TlsFiles",
     "binary_version",
     "client",
     "db",
@@ -66,6 +79,7 @@ __all__ = [
     "shared_server_status",
     "start_shared_server",
     "stop_shared_server",
+    "supports_tls",
     "sync_client",
     "translate_error",
     "wait_available",

@@ -9,6 +9,15 @@ Transient connection failures are retried by redis-py itself (its ``Retry``
 with exponential backoff and jitter); nodes that must survive a Redis restart
 loop with :class:`Backoff`, built on the same redis-py backoff class.
 
+Every client has a socket timeout (:data:`SOCKET_TIMEOUT`, 5 s, whatever the
+redis-py version's default): a connection that stays open but silent (a
+stalled route, a frozen NAT entry, a paused server) fails the command with
+``redis.TimeoutError`` instead of hanging the node, and the node reconnects.
+Blocking reads wait their BLOCK time on top of it; pub/sub reads, which wait
+for messages without a limit, are watched by PINGs instead
+(:mod:`mdflow.pubsub.listener`). The URL's query arguments tune it, as redis-py
+reads them: ``redis://host:6379/0?socket_timeout=2&socket_connect_timeout=2``.
+
 Examples
 --------
 >>> async def count(stream):                      # doctest: +SKIP
@@ -22,7 +31,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import redis
@@ -33,17 +42,19 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from ..errors import RedisAccessDenied, RedisUnavailable
-from .fatal import fatal_reason
+from .fatal import fatal_reason, tls_verification_failure, with_command
 from .urls import mask_text, mask_url, redis_url
 
 __all__ = [
     "CONNECTION_ERRORS",
+    "SOCKET_TIMEOUT",
     "Backoff",
     "Database",
     "client",
     "db",
     "ensure_available",
     "new_client",
+    "socket_timeout_of",
     "sync_client",
     "translate_error",
     "wait_available",
@@ -66,6 +77,9 @@ _AVAILABILITY_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _RETRIES = 3
+#: Seconds a command waits for its reply before its connection counts as dead (redis-py's
+#: ``socket_timeout``). redis-py < 8 had none, so a silent connection hung its node forever.
+SOCKET_TIMEOUT = 5.0
 _SOCKET_CONNECT_TIMEOUT = 5.0
 _HEALTH_CHECK_INTERVAL = 30
 
@@ -75,9 +89,10 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.a
 
 
 class _Refused(Exception):
-    """Carries a refused-credentials error through redis-py's Retry, which would retry it."""
+    """Carries a refused-credentials error (or a TLS certificate that does not verify) through
+    redis-py's Retry, which would retry it."""
 
-    def __init__(self, error: redis.AuthenticationError):
+    def __init__(self, error: redis.ConnectionError):
         super().__init__(str(error))
         self.error = error
 
@@ -92,7 +107,9 @@ class _AsyncRetry(AsyncRetry):
         async def once() -> Any:
             try:
                 return await do()
-            except redis.AuthenticationError as exc:
+            except redis.ConnectionError as exc:
+                if _retryable(exc):
+                    raise
                 raise _Refused(exc) from exc
 
         try:
@@ -108,7 +125,9 @@ class _Retry(Retry):
         def once() -> Any:
             try:
                 return do()
-            except redis.AuthenticationError as exc:
+            except redis.ConnectionError as exc:
+                if _retryable(exc):
+                    raise
                 raise _Refused(exc) from exc
 
         try:
@@ -117,25 +136,38 @@ class _Retry(Retry):
             raise refused.error from None
 
 
+def _retryable(exc: redis.ConnectionError) -> bool:
+    """Refused credentials and certificates that do not verify are not worth another try."""
+    return not isinstance(exc, redis.AuthenticationError) and tls_verification_failure(exc) is None
+
+
 def _client_kwargs() -> dict[str, Any]:
+    # (the URL's query arguments, e.g. ?socket_timeout=2, override these: redis-py's from_url)
     return dict(
+        socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
         health_check_interval=_HEALTH_CHECK_INTERVAL,
         client_name="mdflow",
     )
 
 
-def translate_error(exc: BaseException, url: str) -> BaseException:
+def translate_error(exc: BaseException, url: str, command: Sequence[object] = ()) -> BaseException:
     """The mdflow error for a failed command: refusals and lost connections say what to check.
 
-    Authentication and ACL refusals become :class:`~mdflow.RedisAccessDenied`;
-    a connection that cannot be made becomes :class:`~mdflow.RedisUnavailable`
-    (both name the password-masked URL); anything else is returned unchanged.
+    Authentication and ACL refusals become :class:`~mdflow.RedisAccessDenied`
+    (an ACL refusal names ``command`` and its keys); a connection that cannot
+    be made becomes :class:`~mdflow.RedisUnavailable`, which says so when the
+    server's TLS certificate does not verify (all name the password-masked
+    URL); anything else is returned unchanged.
     """
     if isinstance(exc, RedisUnavailable):
         return exc
+    if isinstance(exc, redis.exceptions.NoPermissionError) and command:
+        exc = with_command(exc, command)
     if isinstance(exc, (redis.AuthenticationError, redis.exceptions.NoPermissionError)):
         return RedisAccessDenied(fatal_reason(exc, url) or mask_text(str(exc)))
+    if isinstance(exc, redis.ConnectionError) and tls_verification_failure(exc) is not None:
+        return RedisUnavailable(fatal_reason(exc, url) or mask_text(str(exc)))
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return _unavailable(url, None, exc)
     return exc
@@ -153,7 +185,7 @@ class _TranslatingRedis(redis.asyncio.Redis):
         try:
             return await super().execute_command(*args, **options)
         except _TRANSLATED as exc:
-            raise translate_error(exc, self.mdflow_url) from exc
+            raise translate_error(exc, self.mdflow_url, args) from exc
 
 
 class Database(walrus.Database):
@@ -170,7 +202,7 @@ class Database(walrus.Database):
         try:
             return super().execute_command(*args, **options)
         except _TRANSLATED as exc:
-            raise translate_error(exc, self.mdflow_url) from exc
+            raise translate_error(exc, self.mdflow_url, args) from exc
 
 
 def new_client(url: str | None = None, **kwargs: Any) -> redis.asyncio.Redis:
@@ -188,6 +220,18 @@ def new_client(url: str | None = None, **kwargs: Any) -> redis.asyncio.Redis:
     conn = cast("_TranslatingRedis", _TranslatingRedis.from_url(resolved, **options))
     conn.mdflow_url = resolved
     return conn
+
+
+def socket_timeout_of(conn: redis.Redis | redis.asyncio.Redis) -> float | None:
+    """The socket timeout ``conn``'s connections use (the URL may set it); None: no timeout.
+
+    Examples
+    --------
+    >>> socket_timeout_of(redis.Redis.from_url("redis://localhost/0?socket_timeout=2"))
+    2.0
+    """
+    value = conn.connection_pool.connection_kwargs.get("socket_timeout")
+    return float(value) if value else None
 
 
 def client(url: str | None = None) -> redis.asyncio.Redis:
@@ -297,7 +341,8 @@ class _Deadline:
     def delay_after(self, error: BaseException) -> float:
         refused = fatal_reason(error, self.url)
         if refused is not None:
-            raise RedisAccessDenied(refused) from error
+            denied = tls_verification_failure(error) is None
+            raise (RedisAccessDenied if denied else RedisUnavailable)(refused) from error
         delay = self._backoff.next_delay()
         if time.monotonic() + delay > self._end:
             raise _unavailable(self.url, self.deadline, error) from error

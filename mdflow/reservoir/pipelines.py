@@ -32,6 +32,8 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from .fatal import with_command
+
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis is a dependency; its packer is optional to redis-py
     from hiredis import pack_command as _hiredis_pack
@@ -50,6 +52,13 @@ def _pack(connection: Any, commands: Sequence[Command]) -> list[bytes]:
         except TypeError:  # an argument hiredis does not take (redis-py encodes it below)
             pass
     return connection.pack_commands(commands)
+
+
+def _named(exc: redis.ResponseError, command: Command) -> redis.ResponseError:
+    """An ACL refusal names the command and its keys (Redis names neither for a key)."""
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return with_command(exc, command)
+    return exc
 
 
 def send_commands(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
@@ -75,11 +84,11 @@ def send_commands(client: redis.Redis, commands: Sequence[Command]) -> list[Any]
     try:
         connection.send_packed_command(_pack(connection, commands))
         replies: list[Any] = []
-        for _ in commands:
+        for command in commands:
             try:
                 replies.append(connection.read_response())
             except redis.ResponseError as exc:
-                replies.append(exc)
+                replies.append(_named(exc, command))
         return replies
     except BaseException:
         connection.disconnect()  # replies may be left unread: never hand this socket on
@@ -89,24 +98,33 @@ def send_commands(client: redis.Redis, commands: Sequence[Command]) -> list[Any]
 
 
 async def send_commands_async(
-    client: redis.asyncio.Redis, commands: Sequence[Command]
+    client: redis.asyncio.Redis, commands: Sequence[Command], block: float = 0.0
 ) -> list[Any]:
-    """:func:`send_commands` for ``redis.asyncio``: one round trip, one reply per command."""
+    """:func:`send_commands` for ``redis.asyncio``: one round trip, one reply per command.
+
+    ``block``: seconds a blocking command among them (``XREADGROUP BLOCK``) may make Redis
+    wait before it answers; the replies may take that long on top of the socket timeout
+    (without it, a BLOCK longer than the socket timeout would look like a dead connection).
+    """
     if not commands:
         return []
     pool = client.connection_pool
     connection = await pool.get_connection()
+    timeout = connection.socket_timeout
+    if block > 0 and timeout:
+        connection.socket_timeout = timeout + block  # (this connection is ours until released)
     try:
         await connection.send_packed_command(_pack(connection, commands))
         replies: list[Any] = []
-        for _ in commands:
+        for command in commands:
             try:
                 replies.append(await connection.read_response())
             except redis.ResponseError as exc:
-                replies.append(exc)
+                replies.append(_named(exc, command))
         return replies
     except BaseException:
         await connection.disconnect()  # replies may be left unread: never hand this socket on
         raise
     finally:
+        connection.socket_timeout = timeout
         await pool.release(connection)

@@ -4,9 +4,12 @@ A consumer group remembers, for every delivered but unacknowledged entry, its
 owner and how long it has been idle. Two rules keep ownership honest:
 
 * :func:`claim_abandoned` takes entries that *another* consumer has left idle
-  longer than ``claim_idle`` (it died, or stopped without finishing them). It
-  never takes the caller's own entries, so an outlet does not re-deliver what
-  it still holds, and each claim counts one real delivery.
+  longer than ``claim_idle`` (it died, or stopped without finishing them), and
+  the caller's own entries that it does not hold: a read whose reply was lost
+  with its connection (or that a stalled network delivered late, after the
+  outlet had reconnected) left them in the caller's pending list, unseen. It
+  never takes what the caller holds (``skip``), so an outlet does not
+  re-deliver what is still in its graph, and each claim counts one real delivery.
 * :func:`keep_fresh` resets the idle time of entries the outlet still holds
   (a long window, a slow sink) with ``XCLAIM ... JUSTID``, which does not count
   a delivery. Done more often than ``claim_idle``, it keeps other live
@@ -54,10 +57,11 @@ async def claim_abandoned(
     count: int,
     skip: Sequence[str] = (),
 ) -> list[Claimed]:
-    """Claim up to ``count`` entries other consumers left idle for ``min_idle_ms`` or longer.
+    """Claim up to ``count`` entries left idle for ``min_idle_ms`` or longer, except ``skip``.
 
-    ``XPENDING ... IDLE`` finds the candidates with their owners; the caller's
-    own are skipped (as are ids in ``skip``); ``XCLAIM`` with the same
+    ``skip`` must list every entry the caller holds: its other pending entries were
+    delivered by a read whose reply it never saw, and are claimed like those of a dead
+    consumer. ``XPENDING ... IDLE`` finds the candidates with their owners; ``XCLAIM`` with the same
     ``min-idle-time`` takes the rest, atomically: an entry another consumer
     claimed or touched meanwhile is left alone. Entries deleted from the
     stream since they were delivered are dropped from the pending list by
@@ -73,7 +77,7 @@ async def claim_abandoned(
         for row in rows:
             entry_id = text(row["message_id"])
             owner = text(row["consumer"])
-            if owner != consumer and entry_id not in skipped:
+            if entry_id not in skipped:
                 candidates[entry_id] = (owner, int_reply(row["times_delivered"]))
         if len(rows) < max(count, 100) or len(candidates) >= count:
             break

@@ -50,9 +50,12 @@ class engine(SupervisedSource):
     that cannot be served (all workers busy, or the loop fell behind) are
     counted as ``skipped_ticks``, never queued. The id of each written entry
     is emitted downstream. Writes that fail because Redis went away are
-    retried, not dropped. With ``flatten=True``, ``func`` returns a list of
-    records and each becomes an entry of its own (all written in one round
-    trip): a poll of an API that answers 500 quotes writes 500 entries.
+    retried, not dropped; while Redis is out of memory (``OOM``) they wait and
+    are retried, the state is ``"paused"`` and ``status()["pause_reason"]`` says
+    why (ticks meanwhile are counted as ``skipped_ticks``). With
+    ``flatten=True``, ``func`` returns a list of records and each becomes an
+    entry of its own (all written in one round trip): a poll of an API that
+    answers 500 quotes writes 500 entries.
 
     Parameters
     ----------

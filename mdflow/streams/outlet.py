@@ -41,13 +41,14 @@ from ..codecs import check_codec, decode_entry
 from ..errors import ConfigError, DecodeError, describe
 from ..nodes import SupervisedSource, node_name
 from ..nodes.downstreams import finishes_in_emit, graph_version
+from ..nodes.status import sampled_level, sampled_note
 from ..record import Record
-from ..reservoir import client, is_auth_failure
+from ..reservoir import client, fatal_reason, is_auth_failure, mask_text
 from ..reservoir import redis_url as resolve_url
 from ..reservoir.pipelines import send_commands_async
 from .acks import Acker
 from .claims import claim_abandoned, keep_fresh
-from .deadletter import DeadLetters
+from .deadletter import DeadLetters, Letter
 from .replies import Fields, claimed_entries, count, raw_read_reply, read_reply, text
 
 __all__ = ["default_consumer_name", "from_redis"]
@@ -89,6 +90,7 @@ class _Entry:
     # batch mode: every (topic, id) in the batch, and their fields, in the same order
     ids: Sequence[tuple[str, str]] = ()
     batch_fields: Sequence[Fields] = ()
+    error: str = ""  # why the last delivery failed, named in the dead letter if it comes to that
 
 
 @Stream.register_api(staticmethod)
@@ -117,12 +119,18 @@ class from_redis(SupervisedSource):
         Seconds one XREADGROUP BLOCK waits for new data (also bounds how long ``stop()`` takes).
     claim_idle : float
         Entries that *another* consumer has left idle this long are claimed (it died or
-        stopped without finishing them). Entries this outlet still holds (a long window, a
-        slow sink) are kept fresh every ``claim_idle / 3`` s, so no live consumer takes them,
-        however long they are held. Must exceed the longest pause of a live process.
+        stopped without finishing them), and so are this consumer's own pending entries
+        that this outlet does not hold (a read whose reply was lost with its connection, or
+        that reached Redis late over a stalled network). Entries this outlet still holds (a
+        long window, a slow sink) are kept fresh every ``claim_idle / 3`` s, so no live
+        consumer takes them, however long they are held. Must exceed the longest pause of a
+        live process.
     max_deliveries : int
         An entry delivered more often than this goes to the dead-letter stream. Only real
         deliveries count: a read, a retry after a failure, a claim from a dead consumer.
+        Its reason names the last failure: ``delivered 6 times, more than
+        max_deliveries=5; last error: KeyError: 'px'``. An entry that does not decode is
+        dead-lettered at once, with the :class:`~mdflow.errors.DecodeError` as its reason.
     retry_delay : float
         Seconds before an entry whose processing failed is retried; doubles with each
         delivery, capped at ``max(5, retry_delay)``.
@@ -221,12 +229,14 @@ class from_redis(SupervisedSource):
         # The delivery of each entry now in the graph (a batch: under its first entry's key).
         self._inflight: dict[tuple[str, str], _Entry] = {}
         self._retry: dict[tuple[str, str], _Entry] = {}
+        self._undecodable = 0  # entries that did not decode (their log lines are sampled)
         self._plain = False  # does every node downstream finish elements within the emit?
         self._plain_version = -1  # the graph_version() that _plain was decided at
         self._capacity = asyncio.Event()
         self._paused_since: float | None = None
         self._history_done: set[str] = set()
         self._history_from: dict[str, str] = {}
+        self._had_group: set[str] = set()  # topics whose group this outlet created or found
         self._next_claim = 0.0
         self._metrics_task: asyncio.Future[None] | None = None
         self._metrics: dict[str, Any] = {
@@ -245,13 +255,26 @@ class from_redis(SupervisedSource):
     async def _setup(self) -> None:
         conn = client(self._url)
         for topic in self.topics:
-            await self._create_group(conn, topic, self.start_id)
+            # A group this outlet had and Redis no longer has was lost with Redis' data (a
+            # restart without persistence): recreate it at 0, like a NOGROUP read does. At
+            # start_id ("$" by default) it would skip what was written since the restart.
+            lost = topic in self._had_group
+            if await self._create_group(conn, topic, "0" if lost else self.start_id) and lost:
+                logger.warning(
+                    "%s: consumer group %r on %r vanished (Redis lost its data?); "
+                    "recreated it at 0",
+                    node_name(self),
+                    self.group,
+                    topic,
+                )
+            self._had_group.add(topic)
         # At start, and after a reconnect (a read whose reply was lost with the connection
         # left entries in our pending list that we never saw), replay our own pending entries.
         self._history_done.clear()
         self._history_from = dict.fromkeys(self.topics, "0")
 
-    async def _create_group(self, conn: redis.asyncio.Redis, topic: str, start_id: str) -> None:
+    async def _create_group(self, conn: redis.asyncio.Redis, topic: str, start_id: str) -> bool:
+        """Create the group (and the stream) unless it exists; True if it was created."""
         try:
             await conn.xgroup_create(topic, self.group, id=start_id, mkstream=True)
             logger.info(
@@ -264,6 +287,8 @@ class from_redis(SupervisedSource):
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            return False
+        return True
 
     async def _teardown(self) -> None:
         # Reading has stopped: let the entries in the graph finish (up to stop_grace seconds;
@@ -284,6 +309,7 @@ class from_redis(SupervisedSource):
                 "y" if len(self._inflight) == 1 else "ies",
                 self.stop_grace,
             )
+        await self._dead.drain(timeout=5)
         await self._acker.drain(timeout=5)
 
     # --- the loop --------------------------------------------------------------------------
@@ -291,20 +317,8 @@ class from_redis(SupervisedSource):
         now = time.monotonic()
         if self._metrics_task is None or self._metrics_task.done():
             self._metrics_task = asyncio.ensure_future(self._housekeeping_loop())
-        if self._retry:
-            await self._retry_failed(now)  # retries hold their slot already: never gated
-        if len(self._held) >= self.max_inflight:
-            await self._wait_for_room(now)
-            return
-        self._paused_since = None
-        if now >= self._next_claim:
-            self._next_claim = now + min(self.claim_idle / 2, 5.0)
-            await self._claim_abandoned()
         try:
-            if len(self._history_done) < len(self.topics):
-                await self._read_history()
-            else:
-                await self._read_new()
+            await self._read_cycle(now)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -316,6 +330,23 @@ class from_redis(SupervisedSource):
             conn = client(self._url)
             for topic in self.topics:
                 await self._create_group(conn, topic, "0")
+
+    async def _read_cycle(self, now: float) -> None:
+        """Retries that are due, claims, then one read. (A retry's XCLAIM and a claim's
+        XPENDING answer NOGROUP too when the group is gone: :meth:`_cycle` recreates it.)"""
+        if self._retry:
+            await self._retry_failed(now)  # retries hold their slot already: never gated
+        if len(self._held) >= self.max_inflight:
+            await self._wait_for_room(now)
+            return
+        self._paused_since = None
+        if now >= self._next_claim:
+            self._next_claim = now + min(self.claim_idle / 2, 5.0)
+            await self._claim_abandoned()
+        if len(self._history_done) < len(self.topics):
+            await self._read_history()
+        else:
+            await self._read_new()
 
     async def _wait_for_room(self, now: float) -> None:
         """Reading is paused: wait until an entry is acked, or a retry or ``stop()`` is due."""
@@ -385,7 +416,7 @@ class from_redis(SupervisedSource):
             "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self._room(),
             "BLOCK", int(self.block * 1000), "STREAMS", *self.topics, *[">"] * len(self.topics),
         ]  # fmt: skip
-        [reply] = await send_commands_async(client(self._url), [command])
+        [reply] = await send_commands_async(client(self._url), [command], block=self.block)
         if isinstance(reply, Exception):
             raise reply
         entries = [
@@ -439,8 +470,6 @@ class from_redis(SupervisedSource):
         if not due:
             return
         conn = client(self._url)
-        for entry in due:
-            del self._retry[(entry.topic, entry.id)]
         by_topic: dict[str, list[_Entry]] = {}
         for entry in due:
             by_topic.setdefault(entry.topic, []).append(entry)
@@ -448,15 +477,22 @@ class from_redis(SupervisedSource):
             claimed = await conn.xclaim(
                 topic, self.group, self.consumer, 0, [e.id for e in entries]
             )
+            # Out of the retry list only now: an XCLAIM that failed (Redis away, the group
+            # lost) leaves them there to try again, instead of holding their slots forever.
+            for entry in entries:
+                if self._retry.get((topic, entry.id)) is entry:
+                    del self._retry[(topic, entry.id)]
             present = {entry_id for entry_id, _ in claimed_entries(claimed)}
             again = []
             for entry in entries:
                 if entry.id in present:
                     again.append(_Entry(topic, entry.id, entry.fields, entry.deliveries + 1))
+                    again[-1].error = entry.error  # named in the dead letter if it comes to that
                 else:
                     self._release((topic, entry.id))
                     logger.warning(
-                        "%s: entry %s of %r was trimmed before it could be retried",
+                        "%s: entry %s of %r was trimmed (or its group lost) before it could be "
+                        "retried",
                         node_name(self),
                         entry.id,
                         topic,
@@ -479,19 +515,24 @@ class from_redis(SupervisedSource):
                     f"delivered {entry.deliveries} times, more than "
                     f"max_deliveries={self.max_deliveries}"
                 )
-                await self._dead.send(entry.topic, entry.id, entry.fields, reason, entry.deliveries)
-                self._release((entry.topic, entry.id))
+                if entry.error:
+                    reason += f"; last error: {entry.error}"
+                self._bury(entry, reason)
                 continue
             try:
                 payload = decode_entry(
                     entry.fields, self.codec, source=entry.topic, entry_id=entry.id
                 )
             except DecodeError as exc:
-                logger.error("%s: %s; sending it to the dead-letter stream", node_name(self), exc)
-                await self._dead.send(
-                    entry.topic, entry.id, entry.fields, str(exc), entry.deliveries
+                self._undecodable += 1
+                logger.log(
+                    sampled_level(self._undecodable, logging.ERROR),
+                    "%s: %s; sending it to the dead-letter stream%s",
+                    node_name(self),
+                    exc,
+                    sampled_note(self._undecodable),
                 )
-                self._release((entry.topic, entry.id))
+                self._bury(entry, str(exc))
                 continue
             if self.meta:
                 payload = Record(entry.topic, payload, entry.id, entry.deliveries)
@@ -509,6 +550,31 @@ class from_redis(SupervisedSource):
             await self._emit_all([(unit, [p for _, p in good])])
         else:
             await self._emit_all(good)
+
+    def _bury(self, entry: _Entry, reason: str) -> None:
+        """Send the entry to the dead-letter stream; it is held until it is there (the letters
+        of one read are written together, in the background)."""
+        letter = Letter(entry.topic, entry.id, entry.fields, reason, entry.deliveries)
+        self._dead.submit(letter, partial(self._buried, entry))
+
+    def _buried(self, entry: _Entry, error: BaseException | None) -> None:
+        if error is None:
+            self._release((entry.topic, entry.id))
+            return
+        if fatal_reason(error) is not None:  # an ACL, WRONGTYPE: no dead letter will ever go
+            self.fail(error)
+            return
+        self._status.error(error)
+        logger.error(
+            "%s: cannot move entry %s of %r to dead-letter stream %r: %s; it stays pending "
+            "and is retried",
+            node_name(self),
+            entry.id,
+            entry.topic,
+            self._dead.stream_for(entry.topic),
+            mask_text(str(error)),
+        )
+        self._schedule_retry(entry)
 
     async def _emit_all(self, units: list[tuple[_Entry, Any]]) -> None:
         """Emit each unit (an entry, or a batch), by the plain path when the graph allows it.
@@ -606,15 +672,19 @@ class from_redis(SupervisedSource):
             self.fail(exc)
             return
         entry.failed = True
+        entry.error = _why(exc)
         self._status.incr("failed")
         self._status.error(exc)
-        logger.error(
-            "%s: processing entry %s of %r failed (delivery %d of %d); it will be redelivered",
+        failures = self._status.counts["failed"]
+        logger.log(
+            sampled_level(failures, logging.ERROR),
+            "%s: processing entry %s of %r failed (delivery %d of %d); it will be redelivered%s",
             node_name(self),
             entry.id,
             entry.topic,
             entry.deliveries,
             self.max_deliveries,
+            sampled_note(failures),
             exc_info=exc,
         )
         key = (entry.topic, entry.id)
@@ -628,7 +698,7 @@ class from_redis(SupervisedSource):
             [entry]
             if not entry.ids
             else [
-                _Entry(t, i, fields, entry.deliveries)
+                _Entry(t, i, fields, entry.deliveries, error=entry.error)
                 for (t, i), fields in zip(entry.ids, entry.batch_fields, strict=True)
             ]
         )
@@ -749,6 +819,12 @@ def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
         return {}
     pairs = iter(flat)
     return dict(zip(pairs, pairs, strict=False))
+
+
+def _why(exc: BaseException) -> str:
+    """An exception in a few words, for a dead letter's reason (passwords masked)."""
+    text = mask_text(f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

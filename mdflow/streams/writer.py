@@ -13,14 +13,27 @@ from streamz import Stream
 
 from ..checks import check_flag, check_maxlen, check_topic
 from ..codecs import check_codec, encode_entry
-from ..nodes import BatchedWriter, Batcher, PipelinedSink, node_name
+from ..nodes import BatchedWriter, PipelinedSink, node_name
 from ..reservoir import redis_url as resolve_url
 from ..reservoir import sync_client
+from ..reservoir.limits import WriteLimits
 from ..reservoir.pipelines import send_commands
 
 __all__ = ["StreamWriter", "to_redis"]
 
 logger = logging.getLogger(__name__)
+
+#: One XADD: topic, fields, maxlen, approximate trimming, and the bytes of its largest value.
+_Item = tuple[str, dict[str, bytes], int | None, bool, int]
+
+
+def largest_value(fields: dict[str, bytes]) -> int:
+    """Bytes of the largest value among an entry's fields (what Redis' limit applies to)."""
+    largest = 0
+    for value in fields.values():  # (a loop: 3x faster than max(map(len, ...)) on 1-4 fields)
+        if len(value) > largest:
+            largest = len(value)
+    return largest
 
 
 class StreamWriter(BatchedWriter):
@@ -29,7 +42,10 @@ class StreamWriter(BatchedWriter):
     Each XADD's future resolves with the new entry id (``str``). Connection
     failures are retried with backoff (see :class:`~mdflow.nodes.Batcher`),
     so an entry is written at least once; a retried pipeline may write an
-    entry twice if the connection dropped after Redis applied it.
+    entry twice if the connection dropped after Redis applied it. Entries
+    Redis refuses for lack of memory wait until it has memory again (the
+    node is ``paused``); an entry with a field larger than the server accepts
+    fails with :class:`~mdflow.ElementTooLarge` without being sent.
     """
 
     @overload
@@ -40,6 +56,7 @@ class StreamWriter(BatchedWriter):
         maxlen: int | None = None,
         approximate: bool = True,
         done: None = None,
+        largest: int | None = None,
     ) -> asyncio.Future[Any]: ...
     @overload
     def add(
@@ -50,6 +67,7 @@ class StreamWriter(BatchedWriter):
         approximate: bool = True,
         *,
         done: Callable[[Any], None],
+        largest: int | None = None,
     ) -> None: ...
     @overload
     def add(
@@ -59,6 +77,7 @@ class StreamWriter(BatchedWriter):
         maxlen: int | None,
         approximate: bool,
         done: Callable[[Any], None],
+        largest: int | None = None,
     ) -> None: ...
     def add(
         self,
@@ -67,9 +86,14 @@ class StreamWriter(BatchedWriter):
         maxlen: int | None = None,
         approximate: bool = True,
         done: Callable[[Any], None] | None = None,
+        largest: int | None = None,
     ) -> asyncio.Future[Any] | None:
-        """Queue one XADD; see :meth:`~mdflow.nodes.Batcher.submit` for ``done``."""
-        return self.submit((topic, fields, maxlen, approximate), done)
+        """Queue one XADD; see :meth:`~mdflow.nodes.Batcher.submit` for ``done``.
+
+        ``largest``: :func:`largest_value` of ``fields``, if the caller knows it already.
+        """
+        size = largest_value(fields) if largest is None else largest
+        return self.submit((topic, fields, maxlen, approximate, size), done)
 
     def add_many(
         self,
@@ -82,22 +106,37 @@ class StreamWriter(BatchedWriter):
 
         Must be called on the loop (see :meth:`~mdflow.nodes.Batcher.submit_many`).
         """
-        if self._batcher is None:
-            self._batcher = Batcher(self._flush, self._name, self._status)
-        return self._batcher.submit_many([(topic, f, maxlen, approximate) for f in entries])
+        return self._loop_batcher().submit_many(
+            [(topic, f, maxlen, approximate, largest_value(f)) for f in entries]
+        )
 
-    async def _flush(
-        self, items: Sequence[tuple[str, dict[str, bytes], int | None, bool]]
-    ) -> list[BaseException | str]:
+    async def _flush(self, items: Sequence[_Item]) -> list[BaseException | str]:
         # The synchronous connection in a worker thread: redis.asyncio's pipeline costs
         # ~9 µs per XADD on the loop, this ~2 µs off it (benchmarks/bench_streams.py).
         return await asyncio.get_running_loop().run_in_executor(
             _writer_thread(), self._flush_sync, items
         )
 
-    def _flush_sync(
-        self, items: Sequence[tuple[str, dict[str, bytes], int | None, bool]]
-    ) -> list[BaseException | str]:
+    async def _checked_flush(self, items: Sequence[_Item]) -> Sequence[Any]:
+        # the size check (and learning the server's limit) on the writer thread too: one hop
+        return await asyncio.get_running_loop().run_in_executor(
+            _writer_thread(), self._checked_flush_sync, items
+        )
+
+    def _largest(self, item: _Item) -> int:
+        return item[4]
+
+    def _oversized(self, items: Sequence[_Item], limits: WriteLimits) -> dict[int, BaseException]:
+        limit = limits.max_value  # (no method call per item: this runs for every XADD)
+        return {i: self._refusal(items[i], limits) for i, it in enumerate(items) if it[4] > limit}
+
+    def _measure(self, item: _Item) -> tuple[str, int, str]:
+        topic, fields = item[0], item[1]
+        name = max(fields, key=lambda field: len(fields[field]))
+        size = sum(len(field) + len(value) for field, value in fields.items())
+        return f"stream {topic!r}", size, f"field {name!r}"
+
+    def _flush_sync(self, items: Sequence[_Item]) -> list[BaseException | str]:
         """The same XADDs on a writer thread, with redis-py's synchronous connection."""
         commands = [_xadd(*item) for item in items]
         replies = send_commands(sync_client(self._url), commands)
@@ -116,7 +155,7 @@ def _writer_thread() -> ThreadPoolExecutor:
 
 
 def _xadd(
-    topic: str, fields: dict[str, bytes], maxlen: int | None, approximate: bool
+    topic: str, fields: dict[str, bytes], maxlen: int | None, approximate: bool, _: int = 0
 ) -> list[str | bytes | int]:
     command: list[str | bytes | int] = ["XADD", topic]
     if maxlen is not None:
@@ -138,6 +177,16 @@ class to_redis(PipelinedSink):
     entry. Writes that fail because Redis went away are retried with backoff,
     not dropped. The upstream waits only when more than
     ``MAX_OUTSTANDING_WRITES`` writes are in flight (backpressure).
+
+    Writes Redis refuses are never only counted: an element with a field
+    larger than the server accepts raises :class:`~mdflow.ElementTooLarge`
+    from ``emit`` (once the writer learned the server's limit), and a write
+    Redis answers with an error (``WRONGTYPE``...) goes to the upstream
+    ``from_redis`` (retried, then dead-lettered with the reason) or, from a
+    plain ``Stream()``, is raised as :class:`~mdflow.WriteRefused` by the next
+    ``emit``, :meth:`flush` or :meth:`wait_written`. When Redis is out of
+    memory, writes wait: ``status()["state"]`` is ``"paused"`` and
+    ``status()["pause_reason"]`` says why (see :mod:`mdflow.nodes.pipelined`).
 
     Parameters
     ----------
@@ -190,8 +239,13 @@ class to_redis(PipelinedSink):
     ) -> asyncio.Future[Any] | None:
         topic = self.topic(x) if callable(self.topic) else self.topic
         fields = encode_entry(x, self.codec)  # EncodeError surfaces to the upstream source
+        largest = largest_value(fields)
+        if largest > self._writer.max_value > 0:  # ElementTooLarge surfaces to the caller
+            self._check_size((topic, fields, self.maxlen, self.approximate, largest))
         return self._submit(
-            partial(self._writer.add, topic, fields, self.maxlen, self.approximate),
+            partial(
+                self._writer.add, topic, fields, self.maxlen, self.approximate, largest=largest
+            ),
             metadata,
             f"stream {topic!r}",
         )

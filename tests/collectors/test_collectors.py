@@ -581,3 +581,7 @@ def test_configuration_errors_say_what_was_wrong():
         SimulatedExchangeCollector("ws://x", "BTC", ["orderbook"])
     with pytest.raises(ConfigError, match=r"interval must be a positive number .*got -1"):
         PollingCollector(lambda: None, "BTC", interval=-1)
+    with pytest.raises(ConfigError, match=r"stall: seconds must be a positive number .*got -1"):
+        SimulatedExchange("BTC-USDT").stall(-1)
+    with pytest.raises(ConfigError, match=r"send_garbage: n must be an int >= 1; got 0 \(int\)"):
+        SimulatedExchange("BTC-USDT").send_garbage(0)

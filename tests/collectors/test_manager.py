@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+import redis.asyncio
 from streamtools import async_wait_for, run
 from streamz import Stream
 from tornado.ioloop import IOLoop
@@ -157,29 +158,88 @@ def test_status_snapshot_is_published_to_redis(redis_url, rdb, prefix):
     key = f"mdflow:collectors:{name}"
 
     async def body():
-        async with SimulatedExchange("BTC-USDT", interval=0.01) as ex:
-            manager = fast_manager(name, redis_url=redis_url)
-            assert manager.publish_status and manager.status_key == key
-            manager.add_collector(node_for(ex.collector()), name="sim")
-            manager.add_collector(node_for(ex.collector()), name="spare")
-            await manager.start()
-            await async_wait_for(
-                lambda: json.loads(rdb.hget(key, "sim") or "{}").get("status") == "running",
-                message="published running status",
-            )
-            manager.remove_collector("spare")
-            await async_wait_for(lambda: not rdb.hexists(key, "spare"), message="spare removed")
-            await manager.stop()
+        # Reads on the loop go through an asyncio client: a synchronous call would stop the
+        # very loop the manager publishes from for as long as it waits.
+        conn = redis.asyncio.Redis.from_url(redis_url)
+
+        async def published(field):
+            return json.loads(await conn.hget(key, field) or "{}")
+
+        async def sim_running():
+            return (await published("sim")).get("status") == "running"
+
+        async def spare_gone():
+            return not await conn.hexists(key, "spare")
+
+        try:
+            async with SimulatedExchange("BTC-USDT", interval=0.01) as ex:
+                manager = fast_manager(name, redis_url=redis_url)
+                assert manager.publish_status and manager.status_key == key
+                manager.add_collector(node_for(ex.collector()), name="sim")
+                manager.add_collector(node_for(ex.collector()), name="spare")
+                await manager.start()
+                try:
+                    await async_wait_for(sim_running, 30, message="published running status")
+                    assert (await published("spare"))["manager_restarts"] == 0
+                    manager.remove_collector("spare")
+                    await async_wait_for(spare_gone, 30, message="spare removed")
+                    # a write still carrying "spare" that lands late (a retried or cancelled
+                    # publish) is undone by the next publish: each one replaces the whole hash
+                    await conn.hset(key, "spare", json.dumps({"status": "running"}))
+                    await async_wait_for(spare_gone, 30, message="late spare removed")
+                finally:
+                    await manager.stop()
+        finally:
+            await conn.aclose()
 
     run(body)
     fields = rdb.hgetall(key)
     assert set(fields) == {b"sim", b"updated_at"}
     sim = json.loads(fields[b"sim"])
     assert sim["status"] == "stopped" and sim["enabled"] is True and "statistics" in sim
+    assert sim["manager_restarts"] == 0 and sim["issues"] == []
     assert 0 < rdb.ttl(key) <= 60
     snapshot = published_status(name, redis_url)
     assert snapshot["sim"]["exchange"] == "simulated" and snapshot["updated_at"].endswith("+00:00")
     assert published_status(prefix + "nobody", redis_url) == {}
+
+
+def test_a_manager_restarted_without_a_collector_drops_it_from_redis(redis_url, prefix):
+    """The snapshot is the running manager's view, not what earlier processes left there."""
+    name = prefix + "desk"
+    key = f"mdflow:collectors:{name}"
+
+    async def body():
+        conn = redis.asyncio.Redis.from_url(redis_url)
+
+        async def fields():
+            return {f.decode() for f in await conn.hkeys(key)}
+
+        try:
+            async with SimulatedExchange("BTC-USDT", interval=0.01) as ex:
+                old = fast_manager(name, redis_url=redis_url)  # the process before a redeploy
+                old.add_collector(node_for(ex.collector()), name="okx")
+                old.add_collector(node_for(ex.collector()), name="retired")
+                await old.start()
+                await old.stop()
+                before = await fields()
+                new = fast_manager(name, redis_url=redis_url)
+                new.add_collector(node_for(ex.collector()), name="okx")
+                await new.start()
+                try:
+                    await async_wait_for(
+                        lambda: stat(new, "health_checks") >= 2, message="a publish"
+                    )
+                    after = await fields()
+                finally:
+                    await new.stop()
+                return before, after
+        finally:
+            await conn.aclose()
+
+    before, after = run(body)
+    assert before == {"okx", "retired", "updated_at"}
+    assert after == {"okx", "updated_at"}, "a collector no manager runs any more is not shown"
 
 
 def test_manager_status_and_configuration_errors():
