@@ -113,7 +113,9 @@ class DeadLetters:
         self._consumer = consumer
         self._pattern = pattern
         self._status = status
-        self._batcher = Batcher(self._flush, f"dead letters of {group!r}", status, max_batch=500)
+        # (100: one read of poison per call, so a script call stays a few MB even when the
+        # entries are large)
+        self._batcher = Batcher(self._flush, f"dead letters of {group!r}", status, max_batch=100)
 
     def stream_for(self, topic: str) -> str:
         return self._pattern.replace("{topic}", topic)
