@@ -137,9 +137,15 @@ class from_redis(SupervisedSource):
     dead_letter : str
         Dead-letter stream name; ``{topic}`` is replaced by the source stream.
     max_inflight : int
-        Most un-acknowledged entries this outlet holds: in the graph, waiting for a retry
-        or for their XACK. Reading pauses at this many. Must exceed what windows and
-        buffers downstream hold at once.
+        Most entries this outlet has in the graph or waiting for their XACK. Reading
+        pauses at this many. Must exceed what windows and buffers downstream hold at once.
+    max_retrying : int
+        Most entries waiting for a retry after their processing failed. They do not take
+        ``max_inflight`` slots, so a burst of entries your function rejects (poison) does
+        not slow the good ones; only their ids are kept (each retry reads the entry again
+        with XCLAIM). Reading pauses at this many: lower it to throttle a graph whose
+        every entry fails (a service it calls is down) instead of running its entries
+        through ``max_deliveries`` into the dead-letter stream.
     meta : bool
         Emit :class:`mdflow.Record` (topic, id, data, deliveries) instead of the payload.
     codec : {"auto", "msgpack", "json", "fields"}
@@ -183,6 +189,7 @@ class from_redis(SupervisedSource):
         retry_delay: float = 0.2,
         dead_letter: str = "{topic}:dead",
         max_inflight: int = 1000,
+        max_retrying: int = 10_000,
         meta: bool = False,
         codec: str = "auto",
         batch: bool = False,
@@ -211,6 +218,7 @@ class from_redis(SupervisedSource):
         self.max_deliveries = check_positive(max_deliveries, where, "max_deliveries", integer=True)
         self.retry_delay = check_positive(retry_delay, where, "retry_delay")
         self.max_inflight = check_positive(max_inflight, where, "max_inflight", integer=True)
+        self.max_retrying = check_positive(max_retrying, where, "max_retrying", integer=True)
         if not isinstance(dead_letter, str) or not dead_letter:
             msg = (
                 f"{where}: dead_letter must be a stream name (may use {{topic}}); "
@@ -224,10 +232,12 @@ class from_redis(SupervisedSource):
         self._url = resolve_url(redis_url)
         self._label = ",".join(self.topics)
         # Every entry this outlet owns until it is acked or dead-lettered, with the time it was
-        # last read or kept fresh: what max_inflight bounds.
+        # last read or kept fresh: those waiting for a retry (max_retrying bounds them) and
+        # the others (max_inflight bounds them).
         self._held: dict[tuple[str, str], float] = {}
         # The delivery of each entry now in the graph (a batch: under its first entry's key).
         self._inflight: dict[tuple[str, str], _Entry] = {}
+        # Entries waiting for a retry, without their fields (XCLAIM reads them again).
         self._retry: dict[tuple[str, str], _Entry] = {}
         self._undecodable = 0  # entries that did not decode (their log lines are sampled)
         self._plain = False  # does every node downstream finish elements within the emit?
@@ -335,8 +345,8 @@ class from_redis(SupervisedSource):
         """Retries that are due, claims, then one read. (A retry's XCLAIM and a claim's
         XPENDING answer NOGROUP too when the group is gone: :meth:`_cycle` recreates it.)"""
         if self._retry:
-            await self._retry_failed(now)  # retries hold their slot already: never gated
-        if len(self._held) >= self.max_inflight:
+            await self._retry_failed(now)  # (never gated: they were held already)
+        if self._busy() >= self.max_inflight or len(self._retry) >= self.max_retrying:
             await self._wait_for_room(now)
             return
         self._paused_since = None
@@ -364,18 +374,37 @@ class from_redis(SupervisedSource):
             self._status.waited += time.monotonic() - now
         paused = time.monotonic() - self._paused_since
         if paused >= _STALL_WARNING and now - self._paused_since < _STALL_WARNING:
-            logger.warning(
-                "%s: %d entries held (max_inflight=%d) for %.0fs; reading is paused. "
-                "If a window/buffer downstream holds more elements than max_inflight, "
-                "raise max_inflight.",
-                node_name(self),
-                len(self._held),
-                self.max_inflight,
-                paused,
-            )
+            if len(self._retry) >= self.max_retrying:
+                logger.warning(
+                    "%s: %d entries wait for a retry (max_retrying=%d) for %.0fs; reading "
+                    "is paused until they succeed or go to the dead-letter stream. "
+                    "Last error: %s",
+                    node_name(self),
+                    len(self._retry),
+                    self.max_retrying,
+                    paused,
+                    self._status.last_error,
+                )
+            else:
+                logger.warning(
+                    "%s: %d entries held (max_inflight=%d) for %.0fs; reading is paused. "
+                    "If a window/buffer downstream holds more elements than max_inflight, "
+                    "raise max_inflight.",
+                    node_name(self),
+                    self._busy(),
+                    self.max_inflight,
+                    paused,
+                )
+
+    def _busy(self) -> int:
+        """Entries held in the graph or for their XACK (not those waiting for a retry)."""
+        return len(self._held) - len(self._retry)
 
     def _room(self) -> int:
-        return max(1, min(self.batch_size, self.max_inflight - len(self._held)))
+        """How many entries the next read may take: within both bounds, so that
+        ``held <= max_inflight + max_retrying`` at all times."""
+        room = min(self.max_inflight - self._busy(), self.max_retrying - len(self._retry))
+        return max(1, min(self.batch_size, room))
 
     async def _read_history(self) -> None:
         """Re-read this consumer's own pending entries (left by an earlier run)."""
@@ -445,7 +474,7 @@ class from_redis(SupervisedSource):
         conn = client(self._url)
         min_idle = int(self.claim_idle * 1000)
         for topic in self.topics:
-            room = self.max_inflight - len(self._held)
+            room = min(self.max_inflight - self._busy(), self.max_retrying - len(self._retry))
             if room <= 0:
                 return
             mine = [i for t, i in self._held if t == topic]
@@ -482,11 +511,12 @@ class from_redis(SupervisedSource):
             for entry in entries:
                 if self._retry.get((topic, entry.id)) is entry:
                     del self._retry[(topic, entry.id)]
-            present = {entry_id for entry_id, _ in claimed_entries(claimed)}
+            present = dict(claimed_entries(claimed))
             again = []
             for entry in entries:
-                if entry.id in present:
-                    again.append(_Entry(topic, entry.id, entry.fields, entry.deliveries + 1))
+                fields = present.get(entry.id)
+                if fields is not None:
+                    again.append(_Entry(topic, entry.id, fields, entry.deliveries + 1))
                     again[-1].error = entry.error  # named in the dead letter if it comes to that
                 else:
                     self._release((topic, entry.id))
@@ -705,8 +735,11 @@ class from_redis(SupervisedSource):
         cap = max(_RETRY_CAP, self.retry_delay)
         for member in members:
             delay = 0.0 if now else min(cap, self.retry_delay * 2 ** (member.deliveries - 1))
-            member.retry_at = time.monotonic() + delay
-            self._retry[(member.topic, member.id)] = member  # still held: it keeps its slot
+            # (still held, out of max_inflight's count; the data is read again by XCLAIM)
+            waiting = _Entry(member.topic, member.id, {}, member.deliveries, error=member.error)
+            waiting.retry_at = time.monotonic() + delay
+            self._retry[(member.topic, member.id)] = waiting
+        self._capacity.set()  # (its max_inflight slot is free)
 
     def _finished(self, entry: _Entry) -> None:
         """RefCounter callback: every branch is done with the entry. Idempotent.
@@ -794,8 +827,10 @@ class from_redis(SupervisedSource):
     def status(self) -> dict[str, Any]:
         """State; counts read/emitted/acked/dead_lettered/failed/claimed/errors/reconnects;
         ``inflight`` (entries in the graph), ``held`` (all this outlet has not acked yet:
-        in the graph, waiting for a retry or an XACK), ``retrying``, group ``pending`` and
-        ``lag`` (refreshed every second; also ``by_topic``), ``last_id``, ``max_inflight``,
+        in the graph, waiting for a retry or an XACK), ``retrying`` (waiting for a retry;
+        ``held - retrying`` is what ``max_inflight`` bounds), ``max_retrying``, group
+        ``pending`` and ``lag`` (refreshed every second; also ``by_topic``), ``last_id``,
+        ``max_inflight``,
         ``waited`` (seconds spent waiting on the graph) and ``ack_path``: ``"plain"`` when
         every node downstream finishes an element within its emit (acknowledged without
         reference counting), ``"counted"`` when a node may hold elements, ``None`` before
@@ -805,6 +840,7 @@ class from_redis(SupervisedSource):
             group=self.group,
             consumer=self.consumer,
             max_inflight=self.max_inflight,
+            max_retrying=self.max_retrying,
             inflight=sum(len(e.ids) or 1 for e in self._inflight.values()),
             held=len(self._held),
             retrying=len(self._retry),

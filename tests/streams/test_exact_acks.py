@@ -2,8 +2,8 @@
 
 Each reproduces a report: a ``timed_window`` whose coroutines were awaited
 twice, a batch flattened and filtered, a window that outlived ``claim_idle``,
-``map_async`` swallowing exceptions, a ``buffer`` stalled by one failure, and
-``max_inflight`` not bounding a failing graph.
+``map_async`` swallowing exceptions, a ``buffer`` stalled by one failure,
+``max_inflight`` not bounding a failing graph, and poison taking the slots of good entries.
 """
 
 from __future__ import annotations
@@ -208,16 +208,80 @@ def test_max_inflight_bounds_a_graph_that_always_fails(redis_url, rdb, prefix):
         raise RuntimeError("downstream is down")
 
     async def body():
-        source = outlet(redis_url, topic, max_inflight=20, batch_size=10, retry_delay=0.05)
+        source = outlet(
+            redis_url, topic, max_inflight=20, max_retrying=30, batch_size=10, retry_delay=0.05
+        )
         source.sink(refuse)
         source.start()
-        most = 0
+        most = retrying = 0
         for _ in range(30):  # 3 s
             await asyncio.sleep(0.1)
             most = max(most, await pending_count(redis_url, topic, "g"))
+            retrying = max(retrying, source.status()["retrying"])
+            assert source.status()["held"] <= 20 + 30
         await stop_and_wait(source)
-        return most, source.status()
+        return most, retrying, source.status()
 
-    most, status = run(body)
-    assert 0 < most <= 20 + 10
-    assert status["held"] <= 20
+    most, retrying, status = run(body)
+    # held: at most max_inflight in the graph plus max_retrying waiting; (one read of
+    # batch_size may be on its way when the bound is reached)
+    assert 0 < most <= 20 + 30 + 10
+    assert retrying == 30  # reading paused once max_retrying entries waited
+    assert status["held"] <= 20 + 30
+    assert status["max_retrying"] == 30
+
+
+def test_entries_waiting_for_a_retry_leave_their_slots_to_good_ones(redis_url, rdb, prefix):
+    """Poison that the function rejects waits for its retries outside max_inflight: the good
+    entries behind it flow on; each retry reads the entry again (its data is not kept)."""
+    topic = prefix + "s"
+    write(rdb, topic, [-1] * 30 + list(range(200)))  # 30 poison entries first
+    seen: list[int] = []
+
+    def check(x):
+        if x < 0:
+            raise ValueError(f"negative: {x}")
+        seen.append(x)
+
+    async def body():
+        source = outlet(redis_url, topic, max_inflight=10, batch_size=10, retry_delay=1.0)
+        source.sink(check)
+        source.start()
+        # every good entry is through while the poison still waits for its first retry
+        # (retries come after 1, 2, 4 and 5 s: the first dead letter only after 12 s)
+        await async_wait_for(
+            lambda: source.status()["acked"] == 200, timeout=10, message="good entries acked"
+        )
+        status = source.status()
+        waiting = [entry.fields for entry in source._retry.values()]
+        await stop_and_wait(source)
+        return status, waiting
+
+    status, waiting = run(body)
+    assert sorted(seen) == list(range(200))
+    assert status["retrying"] == 30 and status["held"] == 30 and status["dead_lettered"] == 0
+    assert waiting == [{}] * 30  # ids only
+    assert status["acked"] == 200
+
+
+def test_a_retry_reads_the_entry_again(redis_url, rdb, prefix):
+    topic = prefix + "s"
+    write(rdb, topic, [1])
+    calls: list[int] = []
+
+    def flaky(x):
+        calls.append(x)
+        if len(calls) == 1:
+            raise RuntimeError("first delivery fails")
+
+    async def body():
+        source = outlet(redis_url, topic, retry_delay=0.05)
+        source.sink(flaky)
+        source.start()
+        await async_wait_for(lambda: source.status()["acked"] == 1, message="acked on retry")
+        await stop_and_wait(source)
+        return source.status()
+
+    status = run(body)
+    assert calls == [1, 1]
+    assert status["failed"] == 1 and status["held"] == 0 and status["retrying"] == 0

@@ -345,6 +345,7 @@ def test_status_reports_lag_and_pending(redis_url, rdb, prefix):
         ({"topics": []}, "non-empty list"),
         ({"topics": "s", "batch_size": 0}, "batch_size must be a positive int"),
         ({"topics": "s", "max_inflight": -1}, "max_inflight must be a positive int"),
+        ({"topics": "s", "max_retrying": 0}, "max_retrying must be a positive int"),
         ({"topics": "s", "codec": "pickle"}, "codec"),
         ({"topics": "s", "block": "1"}, "block must be a positive number"),
     ],
