@@ -87,9 +87,7 @@ class _Entry:
     deliveries: int
     failed: bool = False
     retry_at: float = 0.0
-    # batch mode: every (topic, id) in the batch, and their fields, in the same order
-    ids: Sequence[tuple[str, str]] = ()
-    batch_fields: Sequence[Fields] = ()
+    ids: Sequence[tuple[str, str]] = ()  # batch mode: every (topic, id) in the batch
     error: str = ""  # why the last delivery failed, named in the dead letter if it comes to that
 
 
@@ -346,7 +344,7 @@ class from_redis(SupervisedSource):
         XPENDING answer NOGROUP too when the group is gone: :meth:`_cycle` recreates it.)"""
         if self._retry:
             await self._retry_failed(now)  # (never gated: they were held already)
-        if self._busy() >= self.max_inflight or len(self._retry) >= self.max_retrying:
+        if self._free() <= 0:
             await self._wait_for_room(now)
             return
         self._paused_since = None
@@ -400,11 +398,13 @@ class from_redis(SupervisedSource):
         """Entries held in the graph or for their XACK (not those waiting for a retry)."""
         return len(self._held) - len(self._retry)
 
+    def _free(self) -> int:
+        """How many more entries reads and claims may take: within both bounds, so that
+        ``held <= max_inflight + max_retrying`` at all times (reading pauses at 0)."""
+        return min(self.max_inflight - self._busy(), self.max_retrying - len(self._retry))
+
     def _room(self) -> int:
-        """How many entries the next read may take: within both bounds, so that
-        ``held <= max_inflight + max_retrying`` at all times."""
-        room = min(self.max_inflight - self._busy(), self.max_retrying - len(self._retry))
-        return max(1, min(self.batch_size, room))
+        return max(1, min(self.batch_size, self._free()))
 
     async def _read_history(self) -> None:
         """Re-read this consumer's own pending entries (left by an earlier run)."""
@@ -474,7 +474,7 @@ class from_redis(SupervisedSource):
         conn = client(self._url)
         min_idle = int(self.claim_idle * 1000)
         for topic in self.topics:
-            room = min(self.max_inflight - self._busy(), self.max_retrying - len(self._retry))
+            room = self._free()
             if room <= 0:
                 return
             mine = [i for t, i in self._held if t == topic]
@@ -575,7 +575,6 @@ class from_redis(SupervisedSource):
                 head.fields,
                 head.deliveries,
                 ids=[(e.topic, e.id) for e, _ in good],
-                batch_fields=[e.fields for e, _ in good],
             )
             await self._emit_all([(unit, [p for _, p in good])])
         else:
@@ -724,21 +723,14 @@ class from_redis(SupervisedSource):
 
     def _schedule_retry(self, entry: _Entry, now: bool = False) -> None:
         """Deliver the entry (each entry of a batch) again: after a backoff, or ``now``."""
-        members = (
-            [entry]
-            if not entry.ids
-            else [
-                _Entry(t, i, fields, entry.deliveries, error=entry.error)
-                for (t, i), fields in zip(entry.ids, entry.batch_fields, strict=True)
-            ]
-        )
         cap = max(_RETRY_CAP, self.retry_delay)
-        for member in members:
-            delay = 0.0 if now else min(cap, self.retry_delay * 2 ** (member.deliveries - 1))
-            # (still held, out of max_inflight's count; the data is read again by XCLAIM)
-            waiting = _Entry(member.topic, member.id, {}, member.deliveries, error=member.error)
-            waiting.retry_at = time.monotonic() + delay
-            self._retry[(member.topic, member.id)] = waiting
+        delay = 0.0 if now else min(cap, self.retry_delay * 2 ** (entry.deliveries - 1))
+        retry_at = time.monotonic() + delay
+        # Still held, out of max_inflight's count; ids only: XCLAIM reads the data again.
+        for topic, entry_id in entry.ids or [(entry.topic, entry.id)]:
+            waiting = _Entry(topic, entry_id, {}, entry.deliveries, error=entry.error)
+            waiting.retry_at = retry_at
+            self._retry[(topic, entry_id)] = waiting
         self._capacity.set()  # (its max_inflight slot is free)
 
     def _finished(self, entry: _Entry) -> None:
@@ -830,11 +822,10 @@ class from_redis(SupervisedSource):
         in the graph, waiting for a retry or an XACK), ``retrying`` (waiting for a retry;
         ``held - retrying`` is what ``max_inflight`` bounds), ``max_retrying``, group
         ``pending`` and ``lag`` (refreshed every second; also ``by_topic``), ``last_id``,
-        ``max_inflight``,
-        ``waited`` (seconds spent waiting on the graph) and ``ack_path``: ``"plain"`` when
-        every node downstream finishes an element within its emit (acknowledged without
-        reference counting), ``"counted"`` when a node may hold elements, ``None`` before
-        the first element."""
+        ``max_inflight``, ``waited`` (seconds spent waiting on the graph) and ``ack_path``:
+        ``"plain"`` when every node downstream finishes an element within its emit
+        (acknowledged without reference counting), ``"counted"`` when a node may hold
+        elements, ``None`` before the first element."""
         return self._status.as_dict(
             topics=list(self.topics),
             group=self.group,

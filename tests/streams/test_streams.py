@@ -11,9 +11,9 @@ from streamtools import async_wait_for, run, stop_and_wait
 from streamz import Stream
 
 import mdflow
-from mdflow.codecs import encode_entry
+from mdflow.codecs import decode_entry, encode_entry
 from mdflow.errors import ConfigError
-from mdflow.streams import read_payload
+from mdflow.streams import list_dead_letters, read_payload
 
 
 def outlet(url, topic, **kwargs):
@@ -273,6 +273,40 @@ def test_batch_mode_emits_lists_acked_as_unit(redis_url, rdb, prefix):
     batches = run(body)
     assert [x for b in batches for x in b] == list(range(30))
     assert all(isinstance(b, list) and len(b) <= 10 for b in batches)
+
+
+def test_a_failed_batch_is_retried_and_dead_lettered_with_its_data(redis_url, rdb, prefix):
+    """A batch whose processing keeps failing is retried (each entry read again by XCLAIM:
+    the outlet keeps only ids while it waits), then every entry of it is dead-lettered with
+    its own data. (The entries of a batch share its fate, as documented.)"""
+    topic = prefix + "s"
+    ids = [rdb.xadd(topic, encode_entry(n)).decode() for n in range(5)]
+    deliveries: list[list[int]] = []
+
+    def store(batch):
+        deliveries.append(list(batch))
+        raise ValueError("the batch holds poison")
+
+    async def body():
+        source = outlet(
+            redis_url, topic, batch=True, batch_size=10, retry_delay=0.01, max_deliveries=2
+        )
+        source.sink(store)
+        source.start()
+        await async_wait_for(
+            lambda: source.status()["dead_lettered"] == 5 and source.status()["held"] == 0,
+            message="the batch dead-lettered",
+        )
+        await stop_and_wait(source)
+        return source.status()
+
+    status = run(body)
+    assert deliveries == [[0, 1, 2, 3, 4]] * 2  # the retry carries the data read again
+    assert status["retrying"] == 0 and status["acked"] == 5
+    letters = list_dead_letters(topic, redis_url=redis_url)
+    assert sorted(d.origin_id for d in letters) == ids
+    assert all(decode_entry(d.fields) == ids.index(d.origin_id) for d in letters)
+    assert all("ValueError: the batch holds poison" in d.reason for d in letters)
 
 
 def test_claims_entries_of_dead_consumers(redis_url, rdb, prefix):
